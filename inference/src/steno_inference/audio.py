@@ -24,13 +24,17 @@ Design points:
   ``av`` type. Each message is one line, ``"<source>: <problem>"``, and each class has
   a ``reason`` string for callers that map errors to status codes. An exception
   raised by a caller's own file object while reading (a dropped network stream, say)
-  is re-raised as it is: that is a failure of the caller's storage, not of the audio.
+  is re-raised as it is: that is a failure of the caller's storage, not of the audio
+  (a read error on a path opened here becomes ``AudioUnreadableError``).
 * **Damaged data.** A packet the decoder rejects is replaced by silence of the
   packet's duration, so later timestamps stay aligned with the source; more than
   ``DecodeLimits.max_corrupt_packets`` such packets raise ``CorruptAudioError``, and a
   demuxer failure mid-stream raises it at once. A source cut short (a truncated
   upload) decodes to the audio that is there, as ``ffmpeg`` would; the shortfall is
   logged when the container header declared a longer duration.
+* **Same samples as ``ffmpeg -ac 1 -ar 16000``**, the command openai-whisper decodes
+  with (bit-identical in float): the same swresample defaults, including its stereo
+  downmix, which weighs each channel by 1/sqrt(2) rather than averaging.
 * **Format changes mid-stream** (sample rate or layout, e.g. concatenated MP3s) get a
   fresh resampler after the old one is flushed, so no samples are lost.
 """
@@ -42,7 +46,7 @@ import logging
 import math
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import ClassVar, Literal, Protocol, TypeAlias
@@ -198,8 +202,9 @@ class _BoundedReader:
     is recorded the same way and re-raised by the caller of FFmpeg.
     """
 
-    def __init__(self, raw: ReadableBinary, header_limit_bytes: int) -> None:
+    def __init__(self, raw: ReadableBinary, header_limit_bytes: int, *, owned: bool) -> None:
         self._raw = raw
+        self._owned = owned  # a file this module opened from a path
         self._header_limit_bytes = header_limit_bytes
         self.bytes_read = 0
         self.header_phase = True
@@ -227,6 +232,16 @@ class _BoundedReader:
 
     def seekable(self) -> bool:
         return self._seekable
+
+    def raise_if_read_failed(self, name: str) -> None:
+        """Re-raise a failed read: for a path opened here as ``AudioUnreadableError``
+        (only AudioError leaves for paths), for a caller's file object as it was."""
+        exc = self.read_error
+        if exc is None:
+            return
+        if self._owned:
+            raise AudioUnreadableError(name, f"read failed ({exc})") from exc
+        raise exc from None
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         result: int = self._raw.seek(offset, whence)  # type: ignore[attr-defined]
@@ -316,7 +331,7 @@ def _open(source: AudioSource, name: str | None, limits: DecodeLimits) -> _Opene
     else:
         raise AudioError(shown, f"unsupported source type {type(data).__name__}")
 
-    reader = _BoundedReader(readable, limits.max_header_bytes)
+    reader = _BoundedReader(readable, limits.max_header_bytes, owned=owned is not None)
     container_options = {"probesize": str(limits.probe_bytes)}
     container_format: str | None = None
     if raw_pcm is not None:
@@ -335,8 +350,7 @@ def _open(source: AudioSource, name: str | None, limits: DecodeLimits) -> _Opene
     except av.error.FFmpegError as exc:
         if owned is not None:
             owned.close()
-        if reader.read_error is not None:
-            raise reader.read_error from None
+        reader.raise_if_read_failed(shown)
         if reader.bytes_read == 0 and not reader.header_limit_hit:
             raise EmptyAudioError(shown, _empty_problem(source)) from None
         if reader.header_limit_hit:
@@ -357,8 +371,7 @@ def _open(source: AudioSource, name: str | None, limits: DecodeLimits) -> _Opene
         container.close()
         if owned is not None:
             owned.close()
-        if reader.read_error is not None:
-            raise reader.read_error from None
+        reader.raise_if_read_failed(shown)
         if not kinds:
             raise NotAudioError(shown, "no audio stream")
         detail = f"{kinds[0]} only" if len(kinds) == 1 else "only " + ", ".join(kinds)
@@ -409,8 +422,7 @@ def _iter_mono_chunks(opened: _Opened, limits: DecodeLimits) -> Iterator[AudioAr
         except StopIteration:
             break
         except av.error.FFmpegError as exc:
-            if reader.read_error is not None:
-                raise reader.read_error from None
+            reader.raise_if_read_failed(name)
             raise CorruptAudioError(
                 name, f"corrupt data at {emitted / SAMPLE_RATE:.2f} s ({_ffmpeg_message(exc)})"
             ) from None
@@ -450,8 +462,7 @@ def _iter_mono_chunks(opened: _Opened, limits: DecodeLimits) -> Iterator[AudioAr
                 emitted += chunk.size
                 yield chunk
 
-    if reader.read_error is not None:
-        raise reader.read_error
+    reader.raise_if_read_failed(name)
     if reader.header_limit_hit and reader.header_phase:
         raise NotAudioError(
             name, f"no audio within the first {_mib(limits.max_header_bytes)} (header limit)"
@@ -493,13 +504,14 @@ def iter_pcm_blocks(
     *,
     name: str | None = None,
     limits: DecodeLimits = DEFAULT_LIMITS,
-) -> Iterator[AudioArray]:
+) -> Generator[AudioArray, None, None]:
     """Consecutive 16 kHz mono float32 blocks of ``block_s`` seconds; the last may be shorter.
 
     Memory stays near two blocks whatever the source's length. ``name`` overrides how
     messages name the source (e.g. an ``s3://`` URI for a streamed object). Raises
     ``AudioError`` subclasses, possibly after some blocks were already yielded (damage
-    found mid-stream). Stopping early closes the source.
+    found mid-stream). A consumer that stops early should ``close()`` the generator
+    (or let it be collected): that closes the source.
     """
     block_samples = _block_samples(block_s)
     opened = _open(source, name, limits)

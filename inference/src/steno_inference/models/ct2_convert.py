@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from steno_inference.models.ct2_reader import Ct2Model, find_model_parts, read_ct2_model
 from steno_inference.models.errors import ModelError, ModelFormatError, ModelNotFoundError
 
@@ -490,7 +491,8 @@ def _write_tokenizer(
             # first timestamp id, so <|notimestamps|> must come last.
             "additional_special_tokens": specials,
             "add_prefix_space": False,
-            "clean_up_tokenization_spaces": True,
+            # transformers 5 refuses (with a warning) to clean up BPE output anyway.
+            "clean_up_tokenization_spaces": False,
             "errors": "replace",
             "model_max_length": TOKENIZER_MAX_LENGTH,
             "return_attention_mask": False,

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
 from steno_inference.models.errors import ModelFormatError, ModelNotFoundError
 
 MODEL_FILE = "model.bin"

@@ -1,0 +1,1 @@
+"""Shared helpers for steno's tests: real speech fixtures and synthesized dialogues."""
