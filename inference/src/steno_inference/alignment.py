@@ -85,7 +85,7 @@ def median_filter(x: torch.Tensor, width: int) -> torch.Tensor:
     pad = width // 2
     if x.shape[-1] <= pad:
         return x
-    padded = F.pad(x[None], (pad, pad), mode="reflect")[0]
+    padded = F.pad(x, (pad, pad), mode="reflect")  # x is (heads, tokens, frames)
     return padded.unfold(-1, width, 1).median(dim=-1).values
 
 

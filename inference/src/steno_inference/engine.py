@@ -73,7 +73,8 @@ class SourceResult:
     index: int
     name: str
     transcript: Transcript | None = None
-    error: str | None = None
+    error: str | None = None  # one line naming the source and the problem
+    failure: AudioError | None = None  # the exception behind ``error``
 
 
 @dataclass
@@ -85,7 +86,7 @@ class _SourceState:
     languages: Counter[str] = field(default_factory=Counter)
     expected: int | None = None
     duration_s: float = 0.0
-    error: str | None = None
+    error: AudioError | None = None
 
 
 @dataclass(frozen=True)
@@ -232,8 +233,10 @@ class Engine:
     ):
         """Transcribe one source; raises AudioError or OptionsError."""
         result = next(self.transcribe_many([(source, name or display_name(source))], options))
-        if result.error is not None or result.transcript is None:
-            raise AudioError(result.error or f"{result.name}: no result")
+        if result.failure is not None:
+            raise result.failure
+        if result.transcript is None:
+            raise AudioError(result.name, "no result")
         return result.transcript
 
     def transcribe_many(
@@ -271,9 +274,9 @@ class Engine:
         def requests() -> Iterator[DecodeRequest]:
             while True:
                 kind, index, payload = items.get()
-                state = states[index]
                 if kind == "done":
                     return
+                state = states[index]
                 if kind == "window":
                     window: Window = payload
                     state.windows[window.index] = window
@@ -324,7 +327,7 @@ class Engine:
             if state is None:
                 continue
             if state.error is not None:
-                yield SourceResult(index, state.name, error=state.error)
+                yield SourceResult(index, state.name, error=str(state.error), failure=state.error)
                 continue
             segments = tuple(
                 segment for key in sorted(state.segments) for segment in state.segments[key]
@@ -371,12 +374,13 @@ class Engine:
                     if not put(("window", job.index, window)):
                         return
             except AudioError as error:
-                if not put(("error", job.index, str(error))):
+                if not put(("error", job.index, error)):
                     return
                 continue
             except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
                 LOG.exception("decoding %s failed", job.name)
-                if not put(("error", job.index, f"{job.name}: cannot decode audio: {error}")):
+                failure = AudioError(job.name, f"cannot decode audio: {error}")
+                if not put(("error", job.index, failure)):
                     return
                 continue
             if not put(("end", job.index, (count, builder.samples_read / 16000))):

@@ -65,11 +65,11 @@ def parse_formats(text: str) -> tuple[OutputFormat, ...]:
         raise OptionsError(f"no output format given; choose from {', '.join(OUTPUT_FORMATS)}")
     chosen: list[OutputFormat] = []
     for name in names:
-        if name not in OUTPUT_FORMATS:
+        matches = [fmt for fmt in OUTPUT_FORMATS if fmt == name]
+        if not matches:
             raise OptionsError(
                 f"unknown output format {name!r}; choose from {', '.join(OUTPUT_FORMATS)}"
             )
-        fmt: OutputFormat = name  # type: ignore[assignment]
-        if fmt not in chosen:
-            chosen.append(fmt)
+        if matches[0] not in chosen:
+            chosen.append(matches[0])
     return tuple(chosen)
