@@ -41,7 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from steno_devcluster.kubeapi import ApiError, JsonObject, KubeApi
+from steno_devcluster.kubeapi import JsonObject, KubeApi
 from steno_devcluster.podenv import ApiServerAddress
 from steno_devcluster.podrunner import PodRunner
 from steno_devcluster.podvolumes import remove_pod_files
@@ -56,6 +56,8 @@ WATCH_RETRY_S = 0.5
 INITIAL_LIST_TIMEOUT_S = 30.0
 # How long stop() waits for the sync thread to stop every pod.
 STOP_TIMEOUT_S = 30.0
+# After SIGKILL the kernel reaps at once; this only bounds a wedged wait.
+KILL_WAIT_S = 5.0
 # Host numbers of the pod /24 (.1 is left out: it reads like the node).
 FIRST_POD_HOST = 2
 LAST_POD_HOST = 254
@@ -306,14 +308,16 @@ class ProcessKubelet:
             if all(runner.stopped(time.monotonic()) for runner in self._runners.values()):
                 break
             time.sleep(0.05)
+        # Past the grace period: SIGKILL whatever is left and reap it.
+        kill_deadline = time.monotonic() + KILL_WAIT_S
+        while time.monotonic() < kill_deadline:
+            if all(runner.stopped(float("inf")) for runner in self._runners.values()):
+                break
+            time.sleep(0.05)
         for uid in list(self._runners):
-            self._runners[uid].stopped(float("inf"))
             self._forget(uid)
 
 
 def runner_grace(runner: PodRunner) -> float:
     spec = runner.pod.get("spec", {})
     return float(spec.get("terminationGracePeriodSeconds", 30))
-
-
-__all__ = ["ApiError", "IpPool", "KubeletOptions", "ProcessKubelet"]

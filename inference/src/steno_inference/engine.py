@@ -409,28 +409,29 @@ class Engine:
         offset = 0
         for start_w, end_w, text_tokens in spans:
             text = self._decode_tokens(list(text_tokens))
-            seg_words = tuple(
-                Word(
-                    start_s=round(window.to_source_s(min(max(w.start_s, start_w), end_w)), 3),
-                    end_s=round(window.to_source_s(min(max(w.end_s, start_w), end_w)), 3),
-                    text=w.text,
-                    probability=round(w.probability, 4),
+            seg_words = []
+            for w in words:
+                if not offset <= w.token_start < offset + len(text_tokens):
+                    continue
+                w_start, w_end = window.to_source_span(
+                    min(max(w.start_s, start_w), end_w), min(max(w.end_s, start_w), end_w)
                 )
-                for w in words
-                if offset <= w.token_start < offset + len(text_tokens)
-            )
+                seg_words.append(
+                    Word(round(w_start, 3), round(w_end, 3), w.text, round(w.probability, 4))
+                )
             offset += len(text_tokens)
             if not text.strip():
                 continue
+            start_s, end_s = window.to_source_span(start_w, end_w)
             segments.append(
                 Segment(
-                    start_s=round(window.to_source_s(start_w), 3),
-                    end_s=round(window.to_source_s(end_w), 3),
+                    start_s=round(start_s, 3),
+                    end_s=round(end_s, 3),
                     text=text,
                     tokens=tuple(text_tokens),
                     avg_logprob=round(result.avg_logprob, 4),
                     no_speech_prob=round(result.no_speech_prob, 4),
-                    words=seg_words,
+                    words=tuple(seg_words),
                 )
             )
         return segments

@@ -35,6 +35,9 @@ MAX_KEPT_GAP_S = 1.0  # pauses up to this long stay in the window; longer ones a
 # The buffer keeps what a region still to be found could need: a kept gap and
 # padding before the speech that starts it. Longer silences are dropped as read.
 MAX_BUFFERED_S = CHUNK_LENGTH_S + MAX_KEPT_GAP_S + 2.0
+# Whisper places a segment's end a little after the speech, which at a cut can
+# land in the next piece: an end (or start) this close across a cut snaps back.
+SNAP_ACROSS_CUT_S = 0.6
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,36 @@ class Window:
     def source_end_s(self) -> float:
         last = self.pieces[-1]
         return (last.source_start_sample + last.n_samples) / SAMPLE_RATE
+
+    def piece_index(self, window_s: float) -> int:
+        sample = window_s * SAMPLE_RATE
+        for index, piece in enumerate(self.pieces):
+            if sample < piece.window_start_sample + piece.n_samples:
+                return index
+        return len(self.pieces) - 1
+
+    def to_source_span(self, start_s: float, end_s: float) -> tuple[float, float]:
+        """Map a span of the window to the source, keeping it off the audio that was cut.
+
+        A span whose end lies just past a cut (within SNAP_ACROSS_CUT_S) ends where
+        the piece before the cut ends; a start just before a cut moves to the next
+        piece's start.
+        """
+        first, last = self.piece_index(start_s), self.piece_index(end_s)
+        if last > first:
+            piece = self.pieces[last]
+            into = end_s - piece.window_start_sample / SAMPLE_RATE
+            if into <= SNAP_ACROSS_CUT_S:
+                before = self.pieces[last - 1]
+                end_s = (before.window_start_sample + before.n_samples) / SAMPLE_RATE
+                last -= 1
+        if last > first:
+            piece = self.pieces[first]
+            left = (piece.window_start_sample + piece.n_samples) / SAMPLE_RATE - start_s
+            if left <= SNAP_ACROSS_CUT_S:
+                start_s = self.pieces[first + 1].window_start_sample / SAMPLE_RATE
+        source_start = self.to_source_s(start_s)
+        return source_start, max(source_start, self.to_source_s(end_s))
 
     def to_source_s(self, window_s: float) -> float:
         """Map a time in the window to the source; times in a cut land on the cut's edge."""
