@@ -2,7 +2,6 @@ import itertools
 
 import numpy as np
 import pytest
-
 from steno_inference.alignment import dtw_path, split_words
 
 pytestmark = pytest.mark.unit

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-
 from steno_inference.segmentation import N_SAMPLES, PcmBuffer, WindowPacker
 from steno_inference.vad import SpeechRegion
 

@@ -1,5 +1,4 @@
 import pytest
-
 from steno_inference.engine import split_timestamped
 
 pytestmark = pytest.mark.unit

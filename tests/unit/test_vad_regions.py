@@ -1,6 +1,7 @@
+import itertools
+
 import numpy as np
 import pytest
-
 from steno_inference.vad import FRAME_SAMPLES, RegionTracker, VadOptions, speech_regions
 
 pytestmark = pytest.mark.unit
@@ -36,5 +37,5 @@ def test_long_speech_is_split_at_its_quietest_frame():
     assert len(regions) >= 2
     assert all(r.end_s - r.start_s <= 29.0 + 1e-6 for r in regions)
     assert regions[0].end_sample == 500 * FRAME_SAMPLES  # the dip
-    for a, b in zip(regions, regions[1:], strict=False):
+    for a, b in itertools.pairwise(regions):
         assert a.end_sample <= b.start_sample

@@ -388,8 +388,7 @@ class ControlPlane:
             if time.monotonic() > deadline:
                 logs = ", ".join(str(p.log_path) for p in self._processes.values())
                 raise ControlPlaneError(
-                    f"{what} not ready within {self.options.ready_timeout_s:.0f} s "
-                    f"(logs: {logs})"
+                    f"{what} not ready within {self.options.ready_timeout_s:.0f} s (logs: {logs})"
                 )
             time.sleep(POLL_INTERVAL_S)
 
@@ -399,14 +398,14 @@ class ControlPlane:
         self._wait(
             deadline,
             "ServiceAccount default/default",
-            lambda: self._api_get("/api/v1/namespaces/default/serviceaccounts/default")
-            is not None,
+            lambda: self._api_get("/api/v1/namespaces/default/serviceaccounts/default") is not None,
         )
         self._wait(
             deadline,
             "ConfigMap default/kube-root-ca.crt",
-            lambda: self._api_get("/api/v1/namespaces/default/configmaps/kube-root-ca.crt")
-            is not None,
+            lambda: (
+                self._api_get("/api/v1/namespaces/default/configmaps/kube-root-ca.crt") is not None
+            ),
         )
 
     def _etcd_healthy(self) -> bool:

@@ -117,7 +117,8 @@ class KubeApi:
             decoded = {"items": decoded}
         if response.status >= 300:
             raise ApiError(method, url, response.status, decoded)
-        return decoded
+        answer: JsonObject = decoded
+        return answer
 
     def get(self, path: str, **query: str | int | bool) -> JsonObject:
         return self.request("GET", path, query=query)

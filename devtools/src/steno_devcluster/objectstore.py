@@ -36,7 +36,7 @@ from steno_devcluster.processes import ManagedProcess, free_port
 
 HOST = "127.0.0.1"
 REGION = "us-east-1"
-# weed mini is usually ready in 0.6–1.0 s; a loaded machine can take longer.
+# weed mini is usually ready in 0.6 to 1.0 s; a loaded machine can take longer.
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 5.0
 POLL_INTERVAL_S = 0.1
@@ -234,7 +234,9 @@ class ObjectStore:
             url += "?" + urllib.parse.urlencode(sorted(query.items()), quote_via=urllib.parse.quote)
         connection = http.client.HTTPConnection(HOST, self.s3_port, timeout=REQUEST_TIMEOUT_S)
         try:
-            connection.request(method, url, body=body or None, headers={**signed, **(headers or {})})
+            connection.request(
+                method, url, body=body or None, headers={**signed, **(headers or {})}
+            )
             response = connection.getresponse()
             return S3Response(response.status, response.read(), dict(response.getheaders()))
         finally:

@@ -208,8 +208,8 @@ def container_environment(
             if reference is None:
                 continue
             data = reader.data(kind, str(reference["name"]), bool(reference.get("optional")))
-            for key, value in (data or {}).items():
-                defined[prefix + key] = value.decode(errors="replace")
+            for key, raw in (data or {}).items():
+                defined[prefix + key] = raw.decode(errors="replace")
     for variable in container.get("env") or []:
         name = str(variable["name"])
         if "value" in variable:

@@ -21,6 +21,7 @@ Lifecycle, following the kubelet's rules:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -155,7 +156,8 @@ class PodRunner:
         self.restart_policy = str(spec.get("restartPolicy", "Always"))
         logs = directory / "logs"
         self.init_containers = [
-            ContainerRun(c, True, logs / f"{c['name']}.log") for c in spec.get("initContainers") or []
+            ContainerRun(c, True, logs / f"{c['name']}.log")
+            for c in spec.get("initContainers") or []
         ]
         self.containers = [
             ContainerRun(c, False, logs / f"{c['name']}.log") for c in spec.get("containers") or []
@@ -222,7 +224,9 @@ class PodRunner:
         try:
             self.api.create(f"/api/v1/namespaces/{self.namespace}/events", body)
         except (ApiError, OSError) as exc:
-            logger.debug("event %s for %s/%s not posted: %s", reason, self.namespace, self.name, exc)
+            logger.debug(
+                "event %s for %s/%s not posted: %s", reason, self.namespace, self.name, exc
+            )
 
     # -- the sync step -------------------------------------------------------------
 
@@ -394,10 +398,14 @@ class PodRunner:
     def _probe(self, run: ContainerRun, now: float) -> None:
         pid = run.process.pid if run.process is not None else None
         startup = run.probes.get("startupProbe")
-        kinds = ["startupProbe"] if startup is not None and not startup.passed else [
-            "readinessProbe",
-            "livenessProbe",
-        ]
+        kinds = (
+            ["startupProbe"]
+            if startup is not None and not startup.passed
+            else [
+                "readinessProbe",
+                "livenessProbe",
+            ]
+        )
         for kind in kinds:
             state = run.probes.get(kind)
             if state is None or not state.due(now):
@@ -443,11 +451,9 @@ class PodRunner:
 
     def _signal(self, run: ContainerRun, signum: int) -> None:
         if run.process is not None and run.process.poll() is None:
-            try:
-                # Containers lead their own session: signal the whole group.
+            # Containers lead their own session: signal the whole group.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(run.process.pid, signum)
-            except (ProcessLookupError, PermissionError):
-                pass
 
     def _kill_all(self, signum: int) -> None:
         for run in self.all_runs():

@@ -25,7 +25,6 @@ folder or file), as bind mounts need one.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import os
 import shlex
@@ -260,7 +259,7 @@ def mount_wrapper(mounts: list[Mount], working_dir: str | None) -> list[str]:
         if mount.source.is_dir():
             lines.append(f"mkdir -p {target}")
         else:
-            lines.append(f"mkdir -p \"$(dirname {target})\"; [ -e {target} ] || : > {target}")
+            lines.append(f'mkdir -p "$(dirname {target})"; [ -e {target} ] || : > {target}')
         lines.append(f"mount --bind {source} {target}")
         if mount.read_only:
             lines.append(f"mount -o remount,bind,ro {target}")

@@ -94,7 +94,9 @@ def _timeout(spec: JsonObject) -> float:
     return min(MAX_PROBE_TIMEOUT_S, float(spec.get("timeoutSeconds", DEFAULT_TIMEOUT_S)))
 
 
-def run_probe(spec: JsonObject, container: JsonObject, pod_ip: str, pid: int | None) -> tuple[bool, str]:
+def run_probe(
+    spec: JsonObject, container: JsonObject, pod_ip: str, pid: int | None
+) -> tuple[bool, str]:
     """Run one probe once; returns (success, message)."""
     timeout_s = _timeout(spec)
     try:
@@ -114,7 +116,9 @@ def run_probe(spec: JsonObject, container: JsonObject, pod_ip: str, pid: int | N
     return False, f"unsupported probe handler {sorted(spec)}"
 
 
-def _http(handler: JsonObject, container: JsonObject, pod_ip: str, timeout_s: float) -> tuple[bool, str]:
+def _http(
+    handler: JsonObject, container: JsonObject, pod_ip: str, timeout_s: float
+) -> tuple[bool, str]:
     host = str(handler.get("host") or pod_ip)
     port = _port(handler["port"], container)
     path = str(handler.get("path") or "/")

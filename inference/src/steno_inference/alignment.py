@@ -16,11 +16,11 @@ from __future__ import annotations
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from steno_inference.tokens import TIME_PER_TIMESTAMP_S, WhisperTokens
 
@@ -154,7 +154,9 @@ def _merge_punctuation(words: list[WordTiming]) -> list[WordTiming]:
 class WordAligner:
     """Places the words of decoded windows in time."""
 
-    def __init__(self, model: nn.Module, tokens: WhisperTokens, decode: Callable[[list[int]], str]):
+    def __init__(
+        self, model: Any, tokens: WhisperTokens, decode: Callable[[list[int]], str]
+    ) -> None:
         self._model = model
         self._tokens = tokens
         self._decode = decode

@@ -8,11 +8,13 @@ option or model error that stops the run before any file is read.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from steno_inference.options import (
     OUTPUT_FORMATS,
@@ -34,7 +36,9 @@ def _batch_size(text: str) -> int | None:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be auto or a positive integer, not {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"must be auto or a positive integer, not {text!r}"
+        ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
@@ -73,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _advance(bar: Any, seconds: float) -> None:
+    bar.update(round(seconds, 1))
+
+
 def _transcribe(args: argparse.Namespace) -> int:
     # Heavy imports only for the command that needs them: `steno --help` stays instant.
     from tqdm import tqdm
@@ -101,17 +109,16 @@ def _transcribe(args: argparse.Namespace) -> int:
     stems = unique_stems(paths)
     total_s = 0.0
     for path in paths:
-        try:
+        # A bad file is reported once, by the engine, with the others' results.
+        with contextlib.suppress(AudioError):
             total_s += probe_duration_s(path) or 0.0
-        except AudioError:
-            pass  # reported once, by the engine, in file order
     show = not args.quiet and sys.stderr.isatty()
     failed = 0
     with tqdm(total=round(total_s, 1), unit="s", unit_scale=True, disable=not show,
               desc="audio", file=sys.stderr) as bar:
         results = engine.transcribe_many(
             [(path, path) for path in paths], options,
-            on_progress=lambda seconds: bar.update(round(seconds, 1)),
+            on_progress=lambda seconds: _advance(bar, seconds),
         )
         for result in results:
             if result.error is not None or result.transcript is None:

@@ -18,6 +18,7 @@ the same memory as a 3-minute one: model + KV cache + ~70 MB of audio.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import queue
 import threading
@@ -126,12 +127,7 @@ def resolve_attention(attention: str, device: torch.device) -> str:
         raise OptionsError(f"unknown attention {attention!r}: use auto, flash, sdpa or eager")
     flash_available = False
     if device.type == "cuda":
-        try:
-            import flash_attn  # noqa: F401
-
-            flash_available = True
-        except ImportError:
-            flash_available = False
+        flash_available = importlib.util.find_spec("flash_attn") is not None
     if attention == "flash":
         if device.type != "cuda":
             raise OptionsError("flash attention needs a CUDA device; use sdpa on CPU")
@@ -186,7 +182,7 @@ class Engine:
     @classmethod
     def load(cls, config: EngineConfig) -> Engine:
         """Resolve, convert (once, cached) and load the model; raises ModelError or OptionsError."""
-        from transformers import WhisperForConditionalGeneration, WhisperTokenizerFast
+        from transformers import AutoTokenizer, WhisperForConditionalGeneration
 
         from steno_inference.cache import default_cache_dir
         from steno_inference.models.resolve import resolve_model
@@ -197,11 +193,12 @@ class Engine:
         if config.batch_size is not None and config.batch_size < 1:
             raise OptionsError(f"batch size must be at least 1, not {config.batch_size}")
         resolved = resolve_model(config.model, config.cache_dir or default_cache_dir())
-        model = WhisperForConditionalGeneration.from_pretrained(
+        model: Any = WhisperForConditionalGeneration.from_pretrained(
             str(resolved.path), dtype=dtype, attn_implementation=attention
-        ).to(device)
+        )
+        model.to(device)
         model.eval()
-        tokenizer = WhisperTokenizerFast.from_pretrained(str(resolved.path))
+        tokenizer = AutoTokenizer.from_pretrained(str(resolved.path))
         tokens = WhisperTokens.from_generation_config(
             model.generation_config, int(model.config.max_target_positions)
         )
@@ -296,7 +293,8 @@ class Engine:
 
         try:
             for result in self.runner.decode(requests()):
-                index, window_index = result.key  # type: ignore[misc]
+                key: tuple[int, int] = result.key  # type: ignore[assignment]
+                index, window_index = key
                 maybe_state = states.get(index)
                 if maybe_state is None:  # its source failed and was reported already
                     continue
@@ -377,7 +375,7 @@ class Engine:
                 if not put(("error", job.index, error)):
                     return
                 continue
-            except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
+            except Exception as error:
                 LOG.exception("decoding %s failed", job.name)
                 failure = AudioError(job.name, f"cannot decode audio: {error}")
                 if not put(("error", job.index, failure)):
@@ -401,15 +399,15 @@ class Engine:
         spans = split_timestamped(result.tokens, self.tokens.timestamp_begin, window.duration_s)
         words: list[WordTiming] = []
         if options.timestamps == "word" and result.encoded is not None:
-            text_tokens = [t for _s, _e, tokens in spans for t in tokens]
+            all_text = [t for _s, _e, tokens in spans for t in tokens]
             words = self.aligner.align(
-                result.encoded, result.prompt, text_tokens, window.n_samples, result.language
+                result.encoded, result.prompt, all_text, window.n_samples, result.language
             )
         segments: list[Segment] = []
         offset = 0
         for start_w, end_w, text_tokens in spans:
             text = self._decode_tokens(list(text_tokens))
-            seg_words = []
+            seg_words: list[Word] = []
             for w in words:
                 if not offset <= w.token_start < offset + len(text_tokens):
                     continue

@@ -30,10 +30,10 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from steno_inference.tokens import WhisperTokens
 
@@ -86,7 +86,7 @@ class WhisperRunner:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: Any,
         tokens: WhisperTokens,
         device: torch.device,
         dtype: torch.dtype,
@@ -127,11 +127,13 @@ class WhisperRunner:
     def _allocate(self, slots: int) -> None:
         shape_self = (slots, self.n_heads, self.n_ctx, self.head_dim)
         shape_cross = (slots, self.n_heads, N_AUDIO_CTX, self.head_dim)
-        kw = {"device": self.device, "dtype": self.dtype}
-        self._self_k = [torch.zeros(shape_self, **kw) for _ in self._layers]  # type: ignore[arg-type]
-        self._self_v = [torch.zeros(shape_self, **kw) for _ in self._layers]  # type: ignore[arg-type]
-        self._cross_k = [torch.zeros(shape_cross, **kw) for _ in self._layers]  # type: ignore[arg-type]
-        self._cross_v = [torch.zeros(shape_cross, **kw) for _ in self._layers]  # type: ignore[arg-type]
+        def zeros(shape: tuple[int, int, int, int]) -> torch.Tensor:
+            return torch.zeros(shape, device=self.device, dtype=self.dtype)
+
+        self._self_k = [zeros(shape_self) for _ in self._layers]
+        self._self_v = [zeros(shape_self) for _ in self._layers]
+        self._cross_k = [zeros(shape_cross) for _ in self._layers]
+        self._cross_v = [zeros(shape_cross) for _ in self._layers]
 
     @staticmethod
     def cache_bytes_per_slot(
@@ -330,8 +332,8 @@ class WhisperRunner:
             if slot.position == 0:
                 slot.no_speech_prob = float(torch.softmax(logits[i], dim=-1)[t.no_speech])
                 if slot.detect_language:
-                    language = logits[i].masked_fill(self._language_mask, -math.inf).argmax()
-                    slot.prompt[1] = int(language)
+                    best = logits[i].masked_fill(self._language_mask, -math.inf).argmax()
+                    slot.prompt[1] = int(best)
             if i in chosen:
                 token, logprob = chosen[i]
                 if token != t.eot:

@@ -80,7 +80,9 @@ class SpeechDetector:
 
     @classmethod
     def load(cls) -> SpeechDetector:
-        model = torch.jit.load(str(silero_model_path()), map_location="cpu")
+        model = torch.jit.load(  # type: ignore[no-untyped-call]
+            str(silero_model_path()), map_location="cpu"
+        )
         model.eval()
         return cls(model)
 

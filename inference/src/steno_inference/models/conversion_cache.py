@@ -18,6 +18,7 @@ enough that no live process can still be writing it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -33,12 +34,14 @@ from steno_inference.models.ct2_convert import (
     Ct2WhisperSource,
     convert_ct2_whisper,
 )
+from steno_inference.models.errors import ModelError
 
 log = logging.getLogger(__name__)
 
 MODELS_SUBDIR = "models"
 DIGEST_PREFIX_LENGTH = 16  # 64 bits of SHA-256: no accidental collisions in one cache
 TEMP_SUFFIX = ".tmp"
+PUBLISH_ATTEMPTS = 3  # renames tried when an incomplete entry is in the way
 # A conversion takes seconds; a temporary directory this old is from a dead run.
 STALE_TEMP_AGE_S = 3600.0
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -55,32 +58,39 @@ def converted_model_dir(source: Ct2WhisperSource, name: str, cache_dir: Path) ->
     final = models_dir / f"{_safe_name(name)}-{digest}"
     models_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(models_dir)
-    if final.exists():
-        # Present but incomplete (files deleted by hand): set it aside, then rebuild.
-        _discard(final, models_dir)
-
     temporary = _temporary_path(models_dir, final.name)
     temporary.mkdir()
     try:
         started = time.monotonic()
         convert_ct2_whisper(source, temporary)
         _fsync_tree(temporary)
-        try:
-            os.rename(temporary, final)
-        except OSError:
-            if not _is_complete(final):
-                raise
-            # Another process published the same conversion first: use theirs.
-            log.info("model %s was converted concurrently; using %s", name, final)
-            shutil.rmtree(temporary, ignore_errors=True)
-            return final
-        _fsync_directory(models_dir)
+        published = _publish(temporary, final, models_dir)
         log.info("converted %s into %s in %.1f s", name, final, time.monotonic() - started)
-        return final
+        return published
     except BaseException:
         # Includes KeyboardInterrupt: never leave a half-written directory behind.
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+
+
+def _publish(temporary: Path, final: Path, models_dir: Path) -> Path:
+    """Rename ``temporary`` to ``final``; if another process got there first, use theirs."""
+    for _ in range(PUBLISH_ATTEMPTS):
+        try:
+            os.rename(temporary, final)  # atomic; fails if final is a non-empty directory
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            if _is_complete(final):
+                log.info("%s was converted concurrently; using that copy", final)
+                shutil.rmtree(temporary, ignore_errors=True)
+                return final
+            # An incomplete entry (files deleted by hand): set it aside and retry.
+            _discard(final, models_dir)
+            continue
+        _fsync_directory(models_dir)
+        return final
+    raise ModelError(f"{final}: could not publish the converted model (it keeps changing)")
 
 
 def source_digest(source: Ct2WhisperSource) -> str:

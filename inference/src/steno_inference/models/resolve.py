@@ -100,6 +100,12 @@ def _resolve_directory(
     # A CT2 directory has a config.json too, but without a model_type.
     model_type = _read_json(config).get("model_type") if config.is_file() else None
     if model_type == WHISPER_MODEL_TYPE:
+        if hub_id and not any(directory.glob("*.safetensors")):
+            # Only safetensors are fetched: pickled .bin weights can run code.
+            raise ModelFormatError(
+                f"{hub_id!r} on the Hugging Face hub has no safetensors weights; "
+                "convert it locally and pass the directory"
+            )
         return ResolvedModel(
             path=directory,
             name=name,

@@ -1,0 +1,3 @@
+"""Shared pytest configuration: the development-cluster fixtures."""
+
+pytest_plugins = ["steno_devcluster.pytest_plugin"]
