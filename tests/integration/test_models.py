@@ -22,8 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jiwer
 import numpy as np
 import pytest
+import torch
+import transformers
 from steno_inference.cache import CACHE_DIR_ENV, default_cache_dir
 from steno_inference.models import (
     HubUnavailableError,
@@ -45,9 +48,6 @@ from steno_inference.models.registry import (
 
 pytestmark = pytest.mark.integration
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-jiwer = pytest.importorskip("jiwer")
 
 LIBRIVOX_DIR = Path("/usr/share/pocketsphinx/test/data/librivox")
 SAMPLE_RATE = 16_000
@@ -76,7 +76,9 @@ class Utterance:
 def utterances() -> list[Utterance]:
     transcription = LIBRIVOX_DIR / "transcription"
     if not transcription.is_file():
-        pytest.skip("pocketsphinx-testdata is not installed")
+        pytest.fail(
+            "Debian's pocketsphinx-testdata is missing (apt-get install pocketsphinx-testdata)"
+        )
     references = {}
     for line in transcription.read_text().splitlines():
         match = re.match(r"<s> (.*) </s> \((.*)\)", line.strip())

@@ -20,10 +20,10 @@ Ready means: etcd ``/health``, API server ``/readyz``, both controllers'
 ConfigMap existing in namespace ``default`` (pods are refused until the
 first exists, and their token volumes need the second).
 
-Controllers that need a cloud or real nodes are turned off: node lifecycle
-(it would mark our kubelet-less nodes unreachable and evict pods), node IPAM,
-routes and cloud services. The endpoint reconciler is off too: 127.0.0.1 is
-not a valid Endpoints address, so the ``kubernetes`` Service has none.
+Controllers that need real nodes are turned off: node lifecycle (it would
+mark our kubelet-less nodes unreachable and evict pods) and node IPAM. The
+endpoint reconciler is off too: 127.0.0.1 is not a valid Endpoints address,
+so the ``kubernetes`` Service has none.
 
 Everything a cluster writes lives in its state folder: certificates,
 kubeconfigs, etcd's data and one log file per process.
@@ -47,7 +47,7 @@ from types import TracebackType
 from steno_devcluster.binaries import Toolbox
 from steno_devcluster.kubeapi import KubeApi
 from steno_devcluster.kubeconfig import client_ssl_context, write_kubeconfig
-from steno_devcluster.pki import ClusterPki, create_cluster_pki
+from steno_devcluster.pki import FRONT_PROXY_CLIENT, ClusterPki, create_cluster_pki
 from steno_devcluster.processes import ManagedProcess, free_port
 
 logger = logging.getLogger(__name__)
@@ -61,15 +61,11 @@ POLL_INTERVAL_S = 0.1
 PROBE_TIMEOUT_S = 2.0
 # kubectl apply/wait of CRD manifests.
 KUBECTL_TIMEOUT_S = 60.0
-# Controllers the dev cluster cannot use (no cloud, no real kubelets, no
-# pod CIDRs); everything else, the garbage collector included, runs.
-DISABLED_CONTROLLERS = (
-    "nodelifecycle",
-    "nodeipam",
-    "cloud-node-lifecycle",
-    "route",
-    "service",
-)
+# Controllers the dev cluster cannot use: node lifecycle would mark our
+# heartbeat-less nodes unreachable and evict their pods; node IPAM needs pod
+# CIDRs. (Cloud controllers are not in this binary's default set.) Everything
+# else, the garbage collector included, runs.
+DISABLED_CONTROLLERS = ("node-lifecycle-controller", "node-ipam-controller")
 
 
 class ControlPlaneError(RuntimeError):
@@ -314,6 +310,13 @@ class ControlPlane:
                 f"--tls-cert-file={pki.apiserver.cert}",
                 f"--tls-private-key-file={pki.apiserver.key}",
                 f"--client-ca-file={pki.ca.cert}",
+                f"--requestheader-client-ca-file={pki.front_proxy_ca.cert}",
+                f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki.front_proxy_client.cert}",
+                f"--proxy-client-key-file={pki.front_proxy_client.key}",
                 "--authorization-mode=RBAC",
                 "--anonymous-auth=false",
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",

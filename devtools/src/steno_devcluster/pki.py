@@ -11,7 +11,9 @@ One throw-away CA per cluster signs everything:
 - client certificates: the admin (group ``system:masters``), the controller
   manager and scheduler (the CNs the bootstrap RBAC roles are bound to), and
   the process kubelet;
-- the service-account token signing key pair.
+- the service-account token signing key pair;
+- a separate front-proxy CA and its client certificate, for API aggregation
+  (the controllers also read it from ``extension-apiserver-authentication``).
 
 Keys are ECDSA P-256: generated in microseconds (RSA-2048 takes ~50 ms each),
 and accepted by every component, service-account tokens (ES256) included.
@@ -36,6 +38,8 @@ CERT_VALIDITY = datetime.timedelta(days=30)
 # Tolerate a little clock difference between processes reading the certs.
 BACKDATE = datetime.timedelta(minutes=5)
 
+# The only name the API server accepts as an authenticating front proxy.
+FRONT_PROXY_CLIENT = "front-proxy-client"
 # In-cluster names of the API server (what pods resolve and verify).
 API_SERVER_DNS_NAMES = (
     "localhost",
@@ -59,6 +63,8 @@ class ClusterPki:
     """Every file the control plane and its clients need."""
 
     ca: CertPair
+    front_proxy_ca: CertPair
+    front_proxy_client: CertPair
     etcd: CertPair
     apiserver_etcd_client: CertPair
     apiserver: CertPair
@@ -112,7 +118,7 @@ def _builder(
 class CertificateAuthority:
     """A self-signed CA that issues leaf certificates into one folder."""
 
-    def __init__(self, directory: Path, common_name: str) -> None:
+    def __init__(self, directory: Path, common_name: str, stem: str = "ca") -> None:
         self.directory = directory
         self._key = _new_key()
         self._name = _name(common_name)
@@ -135,7 +141,7 @@ class CertificateAuthority:
             )
             .sign(self._key, hashes.SHA256())
         )
-        self.pair = CertPair(directory / "ca.crt", directory / "ca.key")
+        self.pair = CertPair(directory / f"{stem}.crt", directory / f"{stem}.key")
         self.pair.cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
         _write_key(self._key, self.pair.key)
 
@@ -178,6 +184,11 @@ def create_cluster_pki(directory: Path, service_ip: str) -> ClusterPki:
     """Write a fresh CA and every certificate of one cluster into *directory*."""
     directory.mkdir(parents=True, exist_ok=True)
     ca = CertificateAuthority(directory, "steno-devcluster-ca")
+    # A CA of its own, as kubeadm does: the API server trusts requests that
+    # carry X-Remote-User headers only from clients this CA signed.
+    front_proxy_ca = CertificateAuthority(
+        directory, "steno-devcluster-front-proxy-ca", "front-proxy-ca"
+    )
     loopback = ("127.0.0.1",)
     service_account_key = _new_key()
     sa_key_path = directory / "service-account.key"
@@ -190,7 +201,14 @@ def create_cluster_pki(directory: Path, service_ip: str) -> ClusterPki:
     )
     return ClusterPki(
         ca=ca.pair,
-        etcd=ca.issue("etcd", "etcd", server_names=("localhost",), server_ips=loopback),
+        front_proxy_ca=front_proxy_ca.pair,
+        front_proxy_client=front_proxy_ca.issue(
+            "front-proxy-client", FRONT_PROXY_CLIENT, client=True
+        ),
+        # etcd's gRPC gateway dials etcd itself with this certificate: client too.
+        etcd=ca.issue(
+            "etcd", "etcd", server_names=("localhost",), server_ips=loopback, client=True
+        ),
         apiserver_etcd_client=ca.issue("apiserver-etcd-client", "kube-apiserver", client=True),
         apiserver=ca.issue(
             "apiserver",

@@ -74,12 +74,20 @@ class Window:
         last = self.pieces[-1]
         return (last.source_start_sample + last.n_samples) / SAMPLE_RATE
 
-    def piece_index(self, window_s: float) -> int:
+    def piece_index(self, window_s: float, *, at_end: bool = False) -> int:
+        """The piece holding a window time; a time on a boundary belongs to the
+        following piece, or with ``at_end`` to the preceding one."""
         sample = window_s * SAMPLE_RATE
         for index, piece in enumerate(self.pieces):
-            if sample < piece.window_start_sample + piece.n_samples:
+            limit = piece.window_start_sample + piece.n_samples
+            if sample < limit or (at_end and sample == limit):
                 return index
         return len(self.pieces) - 1
+
+    def _in_piece(self, window_s: float, index: int) -> float:
+        piece = self.pieces[index]
+        offset = min(max(0.0, window_s * SAMPLE_RATE - piece.window_start_sample), piece.n_samples)
+        return (piece.source_start_sample + offset) / SAMPLE_RATE
 
     def to_source_span(self, start_s: float, end_s: float) -> tuple[float, float]:
         """Map a span of the window to the source, keeping it off the audio that was cut.
@@ -88,21 +96,23 @@ class Window:
         the piece before the cut ends; a start just before a cut moves to the next
         piece's start.
         """
-        first, last = self.piece_index(start_s), self.piece_index(end_s)
+        first = self.piece_index(start_s)
+        last = max(first, self.piece_index(end_s, at_end=True))
         if last > first:
             piece = self.pieces[last]
-            into = end_s - piece.window_start_sample / SAMPLE_RATE
-            if into <= SNAP_ACROSS_CUT_S:
-                before = self.pieces[last - 1]
-                end_s = (before.window_start_sample + before.n_samples) / SAMPLE_RATE
+            if end_s - piece.window_start_sample / SAMPLE_RATE <= SNAP_ACROSS_CUT_S:
                 last -= 1
+                before = self.pieces[last]
+                end_s = (before.window_start_sample + before.n_samples) / SAMPLE_RATE
         if last > first:
             piece = self.pieces[first]
-            left = (piece.window_start_sample + piece.n_samples) / SAMPLE_RATE - start_s
-            if left <= SNAP_ACROSS_CUT_S:
-                start_s = self.pieces[first + 1].window_start_sample / SAMPLE_RATE
-        source_start = self.to_source_s(start_s)
-        return source_start, max(source_start, self.to_source_s(end_s))
+            if (piece.window_start_sample + piece.n_samples) / SAMPLE_RATE - start_s <= (
+                SNAP_ACROSS_CUT_S
+            ):
+                first += 1
+                start_s = self.pieces[first].window_start_sample / SAMPLE_RATE
+        source_start = self._in_piece(start_s, first)
+        return source_start, max(source_start, self._in_piece(end_s, last))
 
     def to_source_s(self, window_s: float) -> float:
         """Map a time in the window to the source; times in a cut land on the cut's edge."""

@@ -7,7 +7,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from steno_devcluster import versions
 from steno_devcluster.controlplane import ControlPlane
 from steno_devcluster.kubeapi import ApiError, KubeApi
@@ -118,7 +117,9 @@ def test_crd_custom_resource_and_status_subresource(kube_api: KubeApi, namespace
     assert invalid.value.status == 422
 
     # /status writes status only and leaves generation alone...
-    patched = kube_api.patch(f"{widgets}/w1/status", {"status": {"phase": "Ready"}, "spec": {"size": 9}})
+    patched = kube_api.patch(
+        f"{widgets}/w1/status", {"status": {"phase": "Ready"}, "spec": {"size": 9}}
+    )
     assert patched["status"]["phase"] == "Ready"
     assert patched["spec"]["size"] == 3
     assert patched["metadata"]["generation"] == 1

@@ -6,7 +6,6 @@ import sys
 from typing import Any
 
 import pytest
-
 from steno_devcluster.controlplane import ControlPlane
 from steno_devcluster.kubeapi import KubeApi
 from steno_devcluster.kubelet import ProcessKubelet

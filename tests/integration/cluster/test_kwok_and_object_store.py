@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from steno_devcluster.kubeapi import KubeApi
 from steno_devcluster.kwok import KwokController
 from steno_devcluster.nodes import GPU_RESOURCE, GPU_TAINT, NodeSpec, delete_node, register_node
@@ -23,7 +22,8 @@ def test_kwok_runs_a_gpu_deployment_across_simulated_nodes(
     kube_api: KubeApi, namespace: str, kwok_controller: KwokController
 ) -> None:
     specs = [
-        NodeSpec(name=f"kwok-gpu-{i}", gpus=KWOK_GPUS_PER_NODE, kwok=True) for i in range(KWOK_NODES)
+        NodeSpec(name=f"kwok-gpu-{i}", gpus=KWOK_GPUS_PER_NODE, kwok=True)
+        for i in range(KWOK_NODES)
     ]
     try:
         for spec in specs:
@@ -34,7 +34,10 @@ def test_kwok_runs_a_gpu_deployment_across_simulated_nodes(
             ready = [
                 n
                 for n in nodes
-                if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
+                if any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in n["status"].get("conditions", [])
+                )
                 and n["status"]["allocatable"].get(GPU_RESOURCE) == str(KWOK_GPUS_PER_NODE)
             ]
             return len(ready) == KWOK_NODES
@@ -55,7 +58,11 @@ def test_kwok_runs_a_gpu_deployment_across_simulated_nodes(
                         "spec": {
                             "nodeSelector": {"type": "kwok"},
                             "tolerations": [
-                                {"key": GPU_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}
+                                {
+                                    "key": GPU_TAINT["key"],
+                                    "operator": "Exists",
+                                    "effect": "NoSchedule",
+                                }
                             ],
                             "containers": [
                                 {
@@ -75,13 +82,20 @@ def test_kwok_runs_a_gpu_deployment_across_simulated_nodes(
             SCALE_TIMEOUT_S,
             f"{KWOK_PODS} simulated pods to be Ready",
         )
-        pods = kube_api.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector="app=scale")["items"]
+        pods = kube_api.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector="app=scale")[
+            "items"
+        ]
         per_node: dict[str, int] = {}
         for pod in pods:
             per_node[pod["spec"]["nodeName"]] = per_node.get(pod["spec"]["nodeName"], 0) + 1
         # Every GPU used exactly once.
         assert per_node == {spec.name: KWOK_GPUS_PER_NODE for spec in specs}
-        kube_api.delete(path)
+        kube_api.delete(path, {"propagationPolicy": "Foreground"})
+        wait_for(
+            lambda: kube_api.get_or_none(path) is None,
+            SCALE_TIMEOUT_S,
+            "the Deployment and its simulated pods to be deleted",
+        )
     finally:
         for spec in specs:
             delete_node(kube_api, spec.name)

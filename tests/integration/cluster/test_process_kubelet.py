@@ -11,7 +11,6 @@ import urllib.request
 from typing import Any
 
 import pytest
-
 from steno_devcluster.kubeapi import KubeApi
 from steno_devcluster.kubelet import ProcessKubelet
 from steno_devcluster.nodes import GPU_RESOURCE, GPU_TAINT
@@ -174,7 +173,11 @@ def test_pod_sees_its_volumes_env_and_service_account(
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
             "metadata": {"name": "default-view"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "view",
+            },
             "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": namespace}],
         },
     )
@@ -206,9 +209,14 @@ def test_pod_sees_its_volumes_env_and_service_account(
         volumes=[{"name": "settings", "configMap": {"name": "settings"}}],
         container={
             "env": [
-                {"name": "STORAGE_KEY", "valueFrom": {"secretKeyRef": {"name": "storage", "key": "key"}}}
+                {
+                    "name": "STORAGE_KEY",
+                    "valueFrom": {"secretKeyRef": {"name": "storage", "key": "key"}},
+                }
             ],
-            "volumeMounts": [{"name": "settings", "mountPath": "/etc/steno/settings", "readOnly": True}],
+            "volumeMounts": [
+                {"name": "settings", "mountPath": "/etc/steno/settings", "readOnly": True}
+            ],
         },
     )
     kube_api.create(f"/api/v1/namespaces/{namespace}/pods", pod)
@@ -231,7 +239,9 @@ def test_exit_codes_are_reported_and_decide_the_phase(
     kube_api: KubeApi, namespace: str, process_kubelet: ProcessKubelet
 ) -> None:
     pods = f"/api/v1/namespaces/{namespace}/pods"
-    kube_api.create(pods, _pod("fails", ["sh", "-c", "echo about to fail; exit 3"], restartPolicy="Never"))
+    kube_api.create(
+        pods, _pod("fails", ["sh", "-c", "echo about to fail; exit 3"], restartPolicy="Never")
+    )
     kube_api.create(pods, _pod("works", ["sh", "-c", "exit 0"], restartPolicy="Never"))
 
     failed = _wait_phase(kube_api, namespace, "fails", {"Succeeded", "Failed"})
@@ -252,11 +262,17 @@ def test_deleting_a_pod_kills_its_process(
     pods = f"/api/v1/namespaces/{namespace}/pods"
     kube_api.create(pods, _pod("sleeper", ["sleep", "600"]))
     running = _wait_phase(kube_api, namespace, "sleeper", {"Running"})
-    pid = int(running["status"]["containerStatuses"][0]["containerID"].removeprefix("steno-process://"))
+    pid = int(
+        running["status"]["containerStatuses"][0]["containerID"].removeprefix("steno-process://")
+    )
     assert _pid_alive(pid)
 
     kube_api.delete(f"{pods}/sleeper")
-    wait_for(lambda: _get_pod(kube_api, namespace, "sleeper") is None, POD_TIMEOUT_S, "the pod to be gone")
+    wait_for(
+        lambda: _get_pod(kube_api, namespace, "sleeper") is None,
+        POD_TIMEOUT_S,
+        "the pod to be gone",
+    )
     wait_for(lambda: not _pid_alive(pid), 10, f"process {pid} to exit")
 
 
@@ -353,7 +369,10 @@ def test_job_completes_through_the_job_controller(
         return any(c["type"] == "Complete" and c["status"] == "True" for c in conditions)
 
     wait_for(complete, POD_TIMEOUT_S, "the Job to complete")
-    assert kube_api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/shard")["status"]["succeeded"] == 2
+    assert (
+        kube_api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/shard")["status"]["succeeded"]
+        == 2
+    )
 
 
 def test_kubelet_synced_every_pod_without_error(process_kubelet: ProcessKubelet) -> None:
