@@ -31,10 +31,17 @@ from typing import Any, Literal
 import torch
 
 from steno_inference.alignment import WordAligner, WordTiming
-from steno_inference.audio import AudioError, AudioSource, display_name, iter_pcm_blocks
+from steno_inference.audio import (
+    SAMPLE_RATE,
+    AudioError,
+    AudioSource,
+    display_name,
+    iter_pcm_blocks,
+)
 from steno_inference.features import LogMel
 from steno_inference.options import OptionsError, TranscribeOptions
 from steno_inference.runner import DecodeRequest, DecodeResult, WhisperRunner
+from steno_inference.scheduler import DecodeScheduler, SchedulerStats
 from steno_inference.segmentation import Window, WindowBuilder
 from steno_inference.tokens import TIME_PER_TIMESTAMP_S, WhisperTokens
 from steno_inference.transcript import Segment, Transcript, Word, join_segment_text
@@ -42,7 +49,7 @@ from steno_inference.vad import SpeechDetector
 
 LOG = logging.getLogger(__name__)
 
-PRODUCER_QUEUE_WINDOWS = 32  # windows decoded ahead of the GPU
+MAX_WINDOWS_IN_FLIGHT = 32  # per call: windows decoded ahead of, or inside, the decoder
 READ_BLOCK_S = 30.0  # PCM block read from a source at a time
 # Whisper's own hallucination guard (openai/whisper transcribe): a window the
 # model itself thinks is silent, decoded with low confidence, is dropped.
@@ -67,6 +74,22 @@ class EngineConfig:
     cache_dir: Path | None = None  # converted models; None: $STENO_CACHE_DIR or ~/.cache/steno
 
 
+class EngineError(RuntimeError):
+    """The engine itself failed on a source (the device, not the input)."""
+
+    def __init__(self, source_name: str, problem: str) -> None:
+        super().__init__(f"{source_name}: {problem}")
+        self.source_name = source_name
+
+
+class TranscriptionCancelled(RuntimeError):
+    """The caller went away or its deadline passed before the source was done."""
+
+    def __init__(self, source_name: str, problem: str) -> None:
+        super().__init__(f"{source_name}: {problem}")
+        self.source_name = source_name
+
+
 @dataclass(frozen=True)
 class SourceResult:
     """The outcome for one source: a transcript, or one line saying what was wrong."""
@@ -75,7 +98,7 @@ class SourceResult:
     name: str
     transcript: Transcript | None = None
     error: str | None = None  # one line naming the source and the problem
-    failure: AudioError | None = None  # the exception behind ``error``
+    failure: Exception | None = None  # the exception behind ``error``
 
 
 @dataclass
@@ -87,7 +110,19 @@ class _SourceState:
     languages: Counter[str] = field(default_factory=Counter)
     expected: int | None = None
     duration_s: float = 0.0
-    error: AudioError | None = None
+    error: Exception | None = None
+    next_window: int = 0  # the next window whose segments go to a streaming caller
+
+    def complete(self) -> bool:
+        if self.error is not None:
+            return True
+        return self.expected is not None and len(self.segments) == self.expected
+
+    def pop_in_order(self) -> Iterator[list[Segment]]:
+        """Segments of windows now done with every window before them done too."""
+        while self.next_window in self.segments:
+            yield self.segments[self.next_window]
+            self.next_window += 1
 
 
 @dataclass(frozen=True)
@@ -176,8 +211,8 @@ class Engine:
         self.runner = WhisperRunner(model, tokens, device, dtype, max_batch=batch)
         self.features = LogMel(int(model.config.num_mel_bins), device)
         self.aligner = WordAligner(model, tokens, self._decode_tokens)
-        self._detector = SpeechDetector.load() if config.vad else None
-        self._lock = threading.Lock()
+        self._vad_models: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.scheduler = DecodeScheduler(self.runner)
 
     @classmethod
     def load(cls, config: EngineConfig) -> Engine:
@@ -241,149 +276,199 @@ class Engine:
         sources: Sequence[tuple[AudioSource, str]],
         options: TranscribeOptions,
         on_progress: Callable[[float], None] | None = None,
+        on_segments: Callable[[int, list[Segment]], None] | None = None,
+        is_cancelled: Callable[[], bool] | None = None,
     ) -> Iterator[SourceResult]:
-        """Transcribe many sources in one batch stream; yields each as soon as it is done.
+        """Transcribe many sources; yields each as soon as its last window is done.
 
-        ``on_progress`` receives source audio seconds as windows finish. A source
-        that cannot be decoded yields a SourceResult with ``error`` set; the
-        others go on.
+        Windows of every source (and of every concurrent caller) share decoder
+        batches. ``on_progress`` receives source audio seconds as windows finish;
+        ``on_segments(source_index, segments)`` receives each window's segments in
+        order, as soon as the windows before it are done (for streaming). A source
+        that cannot be decoded yields a SourceResult with ``error`` set and the
+        others go on. When ``is_cancelled`` turns True, or the caller stops
+        iterating, queued windows are dropped and busy ones freed.
         """
         options = self.check_options(options)
         jobs = [_Job(i, src, name, options) for i, (src, name) in enumerate(sources)]
-        # One stream at a time through the runner: its slots and caches are shared state.
-        with self._lock:
-            yield from self._run(jobs, on_progress)
+        yield from self._run(jobs, on_progress, on_segments, is_cancelled or _never)
+
+    def stats(self) -> SchedulerStats:
+        return self.scheduler.stats()
+
+    def close(self) -> None:
+        self.scheduler.close()
 
     # -------------------------------------------------------------- pipeline
 
     def _run(
-        self, jobs: list[_Job], on_progress: Callable[[float], None] | None
+        self,
+        jobs: list[_Job],
+        on_progress: Callable[[float], None] | None,
+        on_segments: Callable[[int, list[Segment]], None] | None,
+        call_cancelled: Callable[[], bool],
     ) -> Iterator[SourceResult]:
         states = {job.index: _SourceState(job.name, job.options) for job in jobs}
-        items: queue.Queue[tuple[str, int, Any]] = queue.Queue(maxsize=PRODUCER_QUEUE_WINDOWS)
+        events: queue.Queue[tuple[str, int, Any]] = queue.Queue()
         stop = threading.Event()
+        in_flight = threading.Semaphore(MAX_WINDOWS_IN_FLIGHT)
+
+        def cancelled() -> bool:
+            return stop.is_set() or call_cancelled()
+
         producer = threading.Thread(
-            target=self._produce, args=(jobs, items, stop), name="steno-audio", daemon=True
+            target=self._produce,
+            args=(jobs, events, in_flight, cancelled),
+            name="steno-audio",
+            daemon=True,
         )
         producer.start()
-        ready: list[int] = []
-
-        def requests() -> Iterator[DecodeRequest]:
-            while True:
-                kind, index, payload = items.get()
-                if kind == "done":
-                    return
-                state = states[index]
+        try:
+            while states:
+                kind, index, payload = events.get()
+                if kind == "result":
+                    in_flight.release()
+                state = states.get(index)
+                if state is None:  # "done", or a result of a source already reported
+                    continue
                 if kind == "window":
                     window: Window = payload
                     state.windows[window.index] = window
-                    yield DecodeRequest(
-                        key=(index, window.index),
-                        features=self.features([window.audio])[0],
-                        language=_language_arg(state.options),
-                        task=state.options.task,
-                        keep_encoded=state.options.timestamps == "word",
-                    )
+                elif kind == "result":
+                    self._take_result(state, payload, on_progress)
+                    if on_segments is not None:
+                        for segments in state.pop_in_order():
+                            on_segments(index, segments)
                 elif kind == "end":
                     state.expected, state.duration_s = payload
                 elif kind == "error":
                     state.error = payload
-                if _is_complete(state):
-                    ready.append(index)
-
-        try:
-            for result in self.runner.decode(requests()):
-                key: tuple[int, int] = result.key  # type: ignore[assignment]
-                index, window_index = key
-                maybe_state = states.get(index)
-                if maybe_state is None:  # its source failed and was reported already
-                    continue
-                state = maybe_state
-                window = state.windows.pop(window_index)
-                if state.error is None:
-                    state.segments[window_index] = self._segments(result, window, state.options)
-                    if result.language:
-                        state.languages[result.language] += len(result.tokens) + 1
-                if on_progress is not None:
-                    on_progress(window.duration_s)
-                if _is_complete(state):
-                    ready.append(index)
-                yield from self._emit(ready, states)
-            yield from self._emit(ready, states)
+                if state.complete():
+                    del states[index]
+                    yield self._result(index, state)
         finally:
             stop.set()
-            while producer.is_alive():
-                try:
-                    items.get_nowait()
-                except queue.Empty:
-                    producer.join(timeout=0.05)
+            producer.join()
 
-    def _emit(self, ready: list[int], states: dict[int, _SourceState]) -> Iterator[SourceResult]:
-        while ready:
-            index = ready.pop(0)
-            state = states.pop(index, None)
-            if state is None:
-                continue
-            if state.error is not None:
-                yield SourceResult(index, state.name, error=str(state.error), failure=state.error)
-                continue
-            segments = tuple(
-                segment for key in sorted(state.segments) for segment in state.segments[key]
-            )
-            language = (
-                state.options.language.lower()
-                if state.options.language.lower() != "auto"
-                else (state.languages.most_common(1)[0][0] if state.languages else
-                      ("en" if not self.tokens.is_multilingual else "unknown"))
-            )
-            transcript = Transcript(
-                text=join_segment_text(segments),
-                segments=segments,
-                language=language,
-                duration_s=state.duration_s,
-                model=self.model_name,
-                source=state.name,
-            )
-            yield SourceResult(index, state.name, transcript=transcript)
+    def _take_result(
+        self, state: _SourceState, result: DecodeResult, on_progress: Callable[[float], None] | None
+    ) -> None:
+        key: tuple[int, int] = result.key  # type: ignore[assignment]
+        window = state.windows.pop(key[1])
+        if result.failure is not None:
+            state.error = EngineError(state.name, result.failure)
+        elif result.cancelled:
+            state.error = TranscriptionCancelled(state.name, "cancelled before it finished")
+        if state.error is not None:
+            return
+        state.segments[key[1]] = self._segments(result, window, state.options)
+        if result.language:
+            state.languages[result.language] += len(result.tokens) + 1
+        if on_progress is not None:
+            on_progress(window.duration_s)
+
+    def _result(self, index: int, state: _SourceState) -> SourceResult:
+        if state.error is not None:
+            return SourceResult(index, state.name, error=str(state.error), failure=state.error)
+        segments = tuple(
+            segment for key in sorted(state.segments) for segment in state.segments[key]
+        )
+        requested = state.options.language.lower()
+        if requested != "auto":
+            language = requested
+        elif state.languages:
+            language = state.languages.most_common(1)[0][0]
+        else:
+            language = "unknown" if self.tokens.is_multilingual else "en"
+        transcript = Transcript(
+            text=join_segment_text(segments),
+            segments=segments,
+            language=language,
+            duration_s=state.duration_s,
+            model=self.model_name,
+            source=state.name,
+        )
+        return SourceResult(index, state.name, transcript=transcript)
 
     def _produce(
-        self, jobs: list[_Job], items: queue.Queue[tuple[str, int, Any]], stop: threading.Event
+        self,
+        jobs: list[_Job],
+        events: queue.Queue[tuple[str, int, Any]],
+        in_flight: threading.Semaphore,
+        cancelled: Callable[[], bool],
     ) -> None:
-        def put(item: tuple[str, int, Any]) -> bool:
-            while not stop.is_set():
-                try:
-                    items.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
+        detector = self._borrow_detector()
+        try:
+            self._produce_jobs(jobs, events, in_flight, cancelled, detector)
+        finally:
+            self._return_detector(detector)
 
+    def _produce_jobs(
+        self,
+        jobs: list[_Job],
+        events: queue.Queue[tuple[str, int, Any]],
+        in_flight: threading.Semaphore,
+        cancelled: Callable[[], bool],
+        detector: SpeechDetector | None,
+    ) -> None:
         for job in jobs:
-            builder = WindowBuilder(self._detector)
+            builder = WindowBuilder(detector)
             count = 0
             try:
-                for block in iter_pcm_blocks(job.source, READ_BLOCK_S, name=job.name):
-                    for window in builder.feed(block):
-                        count += 1
-                        if not put(("window", job.index, window)):
+                for window in _windows(builder, job):
+                    while not in_flight.acquire(timeout=0.1):
+                        if cancelled():
                             return
-                for window in builder.finish():
-                    count += 1
-                    if not put(("window", job.index, window)):
+                    if cancelled():
+                        in_flight.release()
                         return
+                    count += 1
+                    events.put(("window", job.index, window))
+                    self._submit(job, window, events, cancelled)
             except AudioError as error:
-                if not put(("error", job.index, error)):
-                    return
+                events.put(("error", job.index, error))
                 continue
-            except Exception as error:
+            except Exception as error:  # one bad file must not stop the others
                 LOG.exception("decoding %s failed", job.name)
-                failure = AudioError(job.name, f"cannot decode audio: {error}")
-                if not put(("error", job.index, failure)):
-                    return
+                events.put(("error", job.index, AudioError(job.name, f"cannot decode: {error}")))
                 continue
-            if not put(("end", job.index, (count, builder.samples_read / 16000))):
-                return
-        put(("done", -1, None))
+            events.put(("end", job.index, (count, builder.samples_read / SAMPLE_RATE)))
+        events.put(("done", -1, None))
+
+    def _submit(
+        self,
+        job: _Job,
+        window: Window,
+        events: queue.Queue[tuple[str, int, Any]],
+        cancelled: Callable[[], bool],
+    ) -> None:
+        request = DecodeRequest(
+            key=(job.index, window.index),
+            features=self.features([window.audio])[0],
+            language=_language_arg(job.options),
+            task=job.options.task,
+            keep_encoded=job.options.timestamps == "word",
+            is_cancelled=cancelled,
+        )
+        index = job.index
+        self.scheduler.submit(
+            request, window.duration_s, lambda result: events.put(("result", index, result))
+        )
+
+    def _borrow_detector(self) -> SpeechDetector | None:
+        # Silero keeps its recurrent state inside the module, so concurrent calls
+        # (each producing on its own thread) each borrow a model of their own.
+        if not self.config.vad:
+            return None
+        try:
+            model = self._vad_models.get_nowait()
+        except queue.Empty:
+            model = SpeechDetector.load_model()
+        return SpeechDetector(model)
+
+    def _return_detector(self, detector: SpeechDetector | None) -> None:
+        if detector is not None:
+            self._vad_models.put(detector.model)
 
     # ------------------------------------------------------------- segments
 
@@ -462,12 +547,16 @@ def split_timestamped(
     return spans
 
 
-def _is_complete(state: _SourceState) -> bool:
-    if state.error is not None:
-        return True
-    return state.expected is not None and len(state.segments) == state.expected
-
-
 def _language_arg(options: TranscribeOptions) -> str | None:
     language = options.language.lower()
     return None if language == "auto" else language
+
+
+def _never() -> bool:
+    return False
+
+
+def _windows(builder: WindowBuilder, job: _Job) -> Iterator[Window]:
+    for block in iter_pcm_blocks(job.source, READ_BLOCK_S, name=job.name):
+        yield from builder.feed(block)
+    yield from builder.finish()

@@ -26,11 +26,12 @@ separate teacher-forced pass, so this loop keeps fused attention kernels.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +50,9 @@ class DecodeRequest:
     language: str | None  # None: detect (multilingual) or English (.en)
     task: str = "transcribe"
     keep_encoded: bool = False  # return the encoder state (for the word-alignment pass)
+    # Polled while queued and while decoding: True drops the window (its caller
+    # went away or its deadline passed) and frees its slot.
+    is_cancelled: Callable[[], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,10 +67,43 @@ class DecodeResult:
     no_speech_prob: float
     truncated: bool  # hit the 448-position limit without <|endoftext|>
     encoded: torch.Tensor | None = None  # (1500, d_model) when the request asked for it
+    cancelled: bool = False  # dropped before it finished: tokens are incomplete
+    failure: str | None = None  # set when decoding itself failed (the device, not the input)
+
+    @classmethod
+    def dropped(cls, request: DecodeRequest) -> DecodeResult:
+        return cls(request.key, (), (), None, 0.0, 0.0, truncated=False, cancelled=True)
 
     @property
     def avg_logprob(self) -> float:
         return self.sum_logprob / (len(self.tokens) + 1)
+
+
+@runtime_checkable
+class RequestFeed(Protocol):
+    """Where the decoder takes windows from."""
+
+    def take(self, limit: int, wait: bool) -> list[DecodeRequest] | None:
+        """Up to ``limit`` requests. With ``wait``, block until one arrives or the feed
+        closes; without, return at once (possibly empty). None: closed and drained."""
+
+
+class IterableFeed:
+    """A feed over a finite iterable: a one-shot batch of windows."""
+
+    def __init__(self, requests: Iterable[DecodeRequest]) -> None:
+        self._source = iter(requests)
+        self._done = False
+
+    def take(self, limit: int, wait: bool) -> list[DecodeRequest] | None:
+        del wait  # an iterator either has the next item or blocks for it
+        if self._done:
+            return None
+        batch = list(itertools.islice(self._source, limit))
+        if not batch:
+            self._done = True
+            return None
+        return batch
 
 
 @dataclass
@@ -269,41 +306,67 @@ class WhisperRunner:
     @torch.inference_mode()
     def decode(
         self,
-        requests: Iterable[DecodeRequest],
+        requests: Iterable[DecodeRequest] | RequestFeed,
         on_batch: Callable[[int], None] | None = None,
     ) -> Iterator[DecodeResult]:
-        """Decode every request; results come out as windows finish (not in input order)."""
-        source = iter(requests)
+        """Decode every request; results come out as windows finish (not in input order).
+
+        A feed is polled without blocking while any slot is busy, so windows
+        that arrive mid-way join the running batch at the next step.
+        """
+        feed = requests if isinstance(requests, RequestFeed) else IterableFeed(requests)
         encoded: deque[tuple[DecodeRequest, torch.Tensor]] = deque()
-        exhausted = False
+        closed = False
         slots: list[_Slot] = []
         while True:
             free = self.max_batch - len(slots)
-            if free and not encoded and not exhausted:
-                batch = []
-                for request in source:
-                    batch.append(request)
-                    if len(batch) >= self.encoder_batch:
-                        break
-                if not batch:
-                    exhausted = True
+            if free and not encoded and not closed:
+                batch = feed.take(self.encoder_batch, wait=not slots)
+                if batch is None:
+                    closed = True
                 else:
-                    states = self.encode(torch.stack([r.features for r in batch]))
-                    encoded.extend(zip(batch, states, strict=True))
+                    live = []
+                    for request in batch:
+                        if request.is_cancelled is not None and request.is_cancelled():
+                            yield DecodeResult.dropped(request)
+                        else:
+                            live.append(request)
+                    if live:
+                        states = self.encode(torch.stack([r.features for r in live]))
+                        encoded.extend(zip(live, states, strict=True))
             while free and encoded:
                 request, state = encoded.popleft()
+                if request.is_cancelled is not None and request.is_cancelled():
+                    yield DecodeResult.dropped(request)
+                    continue
                 prompt, detect = self._prompt(request)
                 self._fill_cross(len(slots), state)
                 kept = state if request.keep_encoded else None
                 slots.append(_Slot(request, prompt, detect, kept))
                 free -= 1
             if not slots:
-                if exhausted and not encoded:
+                if closed and not encoded:
                     return
                 continue
             if on_batch is not None:
                 on_batch(len(slots))
             yield from self._advance(slots)
+            yield from self._evict_cancelled(slots)
+
+    def _evict_cancelled(self, slots: list[_Slot]) -> Iterator[DecodeResult]:
+        for i in reversed(range(len(slots))):
+            check = slots[i].request.is_cancelled
+            if check is not None and check():
+                yield DecodeResult.dropped(slots[i].request)
+                self._free(slots, i)
+
+    def _free(self, slots: list[_Slot], i: int) -> None:
+        """Release slot i, moving the last busy slot into it so busy slots stay packed."""
+        last = len(slots) - 1
+        if i != last:
+            self._move_slot(last, i, slots[last].position)
+            slots[i] = slots[last]
+        slots.pop()
 
     def _advance(self, slots: list[_Slot]) -> Iterator[DecodeResult]:
         t = self.tokens
@@ -361,9 +424,5 @@ class WhisperRunner:
                 truncated=not done,
                 encoded=slot.encoded,
             )
-            last = len(slots) - 1
-            if i != last:
-                self._move_slot(last, i, slots[last].position)
-                slots[i] = slots[last]
-            slots.pop()
+            self._free(slots, i)
 

@@ -74,17 +74,23 @@ class SpeechDetector:
     """Streams PCM through Silero VAD and yields one speech probability per frame."""
 
     def __init__(self, model: Any) -> None:
+        self.model = model
         self._model = model
         self._pending = np.zeros(0, dtype=np.float32)
         self._model.reset_states()
 
-    @classmethod
-    def load(cls) -> SpeechDetector:
+    @staticmethod
+    def load_model() -> Any:
+        """Silero's TorchScript module; share it between detectors of one thread at a time."""
         model = torch.jit.load(  # type: ignore[no-untyped-call]
             str(silero_model_path()), map_location="cpu"
         )
         model.eval()
-        return cls(model)
+        return model
+
+    @classmethod
+    def load(cls) -> SpeechDetector:
+        return cls(cls.load_model())
 
     def reset(self) -> None:
         """Forget the previous source: its state must not bleed into the next one."""
