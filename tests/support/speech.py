@@ -50,6 +50,15 @@ def cards_utterances() -> list[Utterance]:
     return [Utterance(CARDS_DIR / f"{key}.wav", text) for key, text in sorted(refs.items())]
 
 
+ALSA_SOUNDS_DIR = Path("/usr/share/sounds/alsa")
+
+
+def alsa_utterances() -> list[Utterance]:
+    """alsa-utils' spoken channel names (48 kHz): "Front_Left.wav" says "front left"."""
+    paths = sorted(ALSA_SOUNDS_DIR.glob("*_*.wav"))
+    return [Utterance(path, path.stem.replace("_", " ").lower()) for path in paths]
+
+
 def have_pocketsphinx_data() -> bool:
     return (LIBRIVOX_DIR / "transcription").is_file() and (CARDS_DIR / "001.wav").is_file()
 
@@ -171,3 +180,83 @@ def synthesize_timeline(
         pieces.append(np.zeros(int(gap * SAMPLE_RATE), dtype=np.float32))
         cursor += int(gap * SAMPLE_RATE) / SAMPLE_RATE
     return np.concatenate(pieces), sentences
+
+
+# ------------------------------------------------------------------- dialogues
+
+
+@dataclass(frozen=True)
+class ReferenceTurn:
+    """Who speaks when, as a diarization reference."""
+
+    start_s: float
+    end_s: float
+    speaker: str
+
+
+SILENCE_FLOOR_DB = 35.0  # frames this far below the loudest 10 ms frame count as silence
+
+
+def speech_bounds(audio: np.ndarray, floor_db: float = SILENCE_FLOOR_DB) -> tuple[int, int]:
+    """First and one-past-last sample of speech: leading and trailing silence trimmed by
+    10 ms frame energy relative to the loudest frame."""
+    hop = SAMPLE_RATE // 100
+    frames = audio[: audio.size // hop * hop].reshape(-1, hop)
+    energy_db = 10.0 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
+    loud = np.flatnonzero(energy_db > energy_db.max() - floor_db)
+    if loud.size == 0:
+        return 0, 0
+    return int(loud[0] * hop), int(min(audio.size, (loud[-1] + 1) * hop))
+
+
+def alternate_speakers(
+    turns: list[tuple[str, np.ndarray]], gap_s: float, lead_s: float = 1.0
+) -> tuple[np.ndarray, list[ReferenceTurn]]:
+    """Clips (speaker, audio) laid end to end with ``gap_s`` of silence between them; each
+    reference turn is the clip's speech with its own leading/trailing silence trimmed."""
+    pieces = [np.zeros(int(lead_s * SAMPLE_RATE), dtype=np.float32)]
+    cursor = pieces[0].size
+    reference: list[ReferenceTurn] = []
+    gap = np.zeros(int(gap_s * SAMPLE_RATE), dtype=np.float32)
+    for speaker, clip in turns:
+        first, last = speech_bounds(clip)
+        reference.append(
+            ReferenceTurn((cursor + first) / SAMPLE_RATE, (cursor + last) / SAMPLE_RATE, speaker)
+        )
+        pieces += [clip.astype(np.float32), gap]
+        cursor += clip.size + gap.size
+    return np.concatenate(pieces), reference
+
+
+def pocketsphinx_dialogue(gap_s: float = 1.0) -> tuple[np.ndarray, list[ReferenceTurn]]:
+    """Real speech of two people, alternating: LibriVox reader, card caller, reader, ...
+    (five utterances each, about 35 s of speech)."""
+    reader = [read_wav(u.path) for u in librivox_utterances()]
+    caller = [read_wav(u.path) for u in cards_utterances()]
+    clips: list[tuple[str, np.ndarray]] = []
+    for first, second in zip(reader, caller, strict=True):
+        clips += [("reader", first), ("caller", second)]
+    return alternate_speakers(clips, gap_s)
+
+
+FLITE_DIALOGUE = (
+    "Good morning, did you bring the quarterly report with you today?",
+    "Yes, I printed two copies and left one on your desk before the meeting.",
+    "Thank you. The numbers for the northern region look much better than last year.",
+    "They do, mostly because the new warehouse opened in March and cut delivery times.",
+    "Should we hire more drivers before the winter season starts?",
+    "I think three more drivers would be enough, but we should ask the finance team first.",
+    "Fine, let us schedule a call with them on Thursday afternoon.",
+    "I will send the invitation right after lunch.",
+)
+
+
+def flite_dialogue(
+    scratch: Path, voices: tuple[str, str] = ("awb", "slt"), gap_s: float = 1.2
+) -> tuple[np.ndarray, list[ReferenceTurn]]:
+    """Eight alternating sentences by two flite voices; reference turns from flite's own
+    phone timings (first word start to last word end)."""
+    script = [(voices[index % 2], text) for index, text in enumerate(FLITE_DIALOGUE)]
+    audio, sentences = synthesize_timeline(script, [gap_s] * len(script), scratch)
+    reference = [ReferenceTurn(s.start_s, s.end_s, s.voice) for s in sentences]
+    return audio, reference

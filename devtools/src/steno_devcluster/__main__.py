@@ -114,7 +114,8 @@ def _up(args: argparse.Namespace) -> int:
             kubeconfig = cluster.control_plane.admin_kubeconfig
             print(
                 f"Kubernetes {versions.KUBERNETES_VERSION} ready in "
-                f"{time.monotonic() - started:.1f} s at {cluster.control_plane.server}"
+                f"{time.monotonic() - started:.1f} s at {cluster.control_plane.server} "
+                f"(control plane {cluster.control_plane.startup_seconds:.1f} s)"
             )
             print(f"  nodes: {', '.join(spec.name for spec in cluster.nodes)}")
             print(f"  logs:  {cluster.control_plane.logs_dir}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -37,7 +37,7 @@ class ClusterOptions:
     kwok: bool = False  # also run kwok (for simulated nodes)
     crd_manifests: tuple[Path, ...] = ()  # applied before the controller manager starts
     ready_timeout_s: float = 60.0  # bound on the control plane's start
-    extra_nodes: tuple[NodeSpec, ...] = field(default=())  # more nodes, as given
+    extra_nodes: tuple[NodeSpec, ...] = ()  # more nodes, as given
 
 
 def default_node_specs(options: ClusterOptions) -> list[NodeSpec]:

@@ -80,7 +80,9 @@ class ControlPlaneOptions:
     crd_manifests: tuple[Path, ...] = ()  # applied before the controller manager starts
     service_cluster_ip_range: str = "10.0.0.0/24"  # never routed; only allocated
     ready_timeout_s: float = 60.0  # bound on the whole start-up
-    stop_grace_s: float = 5.0  # SIGTERM → SIGKILL delay per process
+    # SIGTERM → SIGKILL delay per process. The API server logs "exiting" ~1 s
+    # after SIGTERM but now and then lingers on; its data is disposable.
+    stop_grace_s: float = 3.0
     verbosity: int = 1  # klog -v for the Kubernetes components
     extra_apiserver_flags: tuple[str, ...] = ()  # appended verbatim
     feature_gates: tuple[str, ...] = ()  # e.g. ("DRA=true",), all components
@@ -160,6 +162,8 @@ class ControlPlane:
             self._start_etcd()
             self._wait(deadline, "etcd /health", self._etcd_healthy)
             self._start_apiserver()
+            # Not earlier: the controllers exit at once if the bootstrap RBAC
+            # roles (part of /readyz) are not there yet.
             self._wait(deadline, "kube-apiserver /readyz", self._apiserver_ready)
             if self.options.crd_manifests:
                 self.apply_crds(self.options.crd_manifests, deadline)

@@ -18,7 +18,7 @@ import http.client
 import json
 import ssl
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 JsonObject = dict[str, Any]
@@ -148,12 +148,15 @@ class KubeApi:
         path: str,
         resource_version: str,
         timeout_s: int,
+        on_connect: Callable[[http.client.HTTPSConnection], None] | None = None,
         **query: str | int | bool,
     ) -> Iterator[JsonObject]:
         """Stream watch events (``{"type": ..., "object": ...}``) for up to *timeout_s*.
 
         The server closes the stream after ``timeoutSeconds``; callers loop,
         passing the last seen resourceVersion, and re-list on a 410 (Gone).
+        *on_connect* receives the connection, so another thread can shut its
+        socket down to end the watch at once.
         """
         full_query: dict[str, str | int | bool] = {
             **query,
@@ -165,6 +168,9 @@ class KubeApi:
         url = self._url(path, full_query)
         connection = self._connection(timeout_s + WATCH_SOCKET_SLACK_S)
         try:
+            connection.connect()
+            if on_connect is not None:
+                on_connect(connection)
             connection.request("GET", url, headers=self._headers(None))
             response = connection.getresponse()
             if response.status >= 300:

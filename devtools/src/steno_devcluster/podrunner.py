@@ -42,6 +42,7 @@ from steno_devcluster.podenv import (
     container_environment,
 )
 from steno_devcluster.podvolumes import (
+    MountPoints,
     PodVolumes,
     VolumeBuilder,
     VolumeError,
@@ -142,6 +143,7 @@ class PodRunner:
         api_server: ApiServerAddress,
         base_environment: Mapping[str, str],
         max_grace_s: float,
+        mount_points: MountPoints,
     ) -> None:
         self.pod = pod
         self.uid = str(pod["metadata"]["uid"])
@@ -152,6 +154,7 @@ class PodRunner:
         self.api_server = api_server
         self.base_environment = base_environment
         self.max_grace_s = max_grace_s
+        self.mount_points = mount_points
         spec = pod.get("spec", {})
         self.restart_policy = str(spec.get("restartPolicy", "Always"))
         logs = directory / "logs"
@@ -232,7 +235,10 @@ class PodRunner:
 
     def sync(self, pod: JsonObject) -> None:
         """Advance the pod one step toward its desired state and report status."""
-        self.pod = pod
+        # The watched object may predate our first status write; the
+        # downward API (status.podIP in env and files) must see the addresses.
+        status = {**pod.get("status", {}), "podIP": self.pod_ip, "hostIP": self.host_ip}
+        self.pod = {**pod, "status": status}
         now = time.monotonic()
         if self.deleting:
             self._stop_step(now)
@@ -257,8 +263,6 @@ class PodRunner:
     def _prepare(self) -> bool:
         """Write volumes; a failure fails the pod (the kubelet would retry
         forever; failing says at once what is missing)."""
-        self.pod.setdefault("status", {})["podIP"] = self.pod_ip
-        self.pod["status"]["hostIP"] = self.host_ip
         builder = VolumeBuilder(self.api, self.pod, self.directory / "volumes", time.monotonic)
         try:
             self.volumes = builder.build()
@@ -339,7 +343,10 @@ class PodRunner:
         )
         argv = container_argv(run.spec, environment)
         working_dir = run.spec.get("workingDir")
-        prefix = mount_wrapper(self.volumes.mounts(run.spec), working_dir)
+        mounts = self.volumes.mounts(run.spec)
+        for mount in mounts:
+            self.mount_points.ensure(mount)
+        prefix = mount_wrapper(mounts, working_dir)
         run.log_path.parent.mkdir(parents=True, exist_ok=True)
         if run.log_file is not None:
             run.log_file.close()

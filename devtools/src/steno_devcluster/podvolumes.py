@@ -19,12 +19,14 @@ namespace: the container is started as ``unshare --mount --propagation
 private -- sh -c '<bind mounts>; exec "$@"' …`` (with ``--user
 --map-root-user`` added when not root), so paths such as
 ``/var/run/secrets/kubernetes.io/serviceaccount/token`` exist for that
-process only. A missing mount point is created on the host first (an empty
-folder or file), as bind mounts need one.
+process only. A bind mount needs an existing mount point, so a missing one
+is created on the host first (see :class:`MountPoints`) and removed when the
+kubelet stops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import shlex
@@ -245,6 +247,49 @@ def remove_pod_files(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
+class MountPoints:
+    """Mount points created on the host for pods, removed again when done.
+
+    A bind mount needs an existing target, so a missing ``mountPath`` is
+    created on the host (folders, or an empty file for a file mount) before
+    the container starts. :meth:`remove_created` takes them away again —
+    only what this registry created, only while empty — except under
+    ``/var/run/secrets``: every pod mounts its token there, and another
+    kubelet on the machine may be using that mount point right now.
+    """
+
+    # Left in place: shared by every pod of every kubelet on the machine.
+    SHARED_ROOTS = (Path("/var/run/secrets"), Path("/run/secrets"))
+
+    def __init__(self) -> None:
+        self._created: list[Path] = []
+
+    def ensure(self, mount: Mount) -> None:
+        target = Path(mount.target)
+        missing: list[Path] = []
+        probe = target
+        while not probe.exists() and probe != probe.parent:
+            missing.append(probe)
+            probe = probe.parent
+        for path in reversed(missing):
+            if path == target and not mount.source.is_dir():
+                path.touch()
+            else:
+                path.mkdir()
+            self._created.append(path)
+
+    def remove_created(self) -> None:
+        for path in reversed(self._created):
+            if any(path == root or root in path.parents for root in self.SHARED_ROOTS):
+                continue
+            with contextlib.suppress(OSError):  # not empty, or in use: leave it
+                if path.is_dir():
+                    path.rmdir()
+                elif path.stat().st_size == 0:
+                    path.unlink()
+        self._created.clear()
+
+
 def mount_wrapper(mounts: list[Mount], working_dir: str | None) -> list[str]:
     """argv prefix that runs the rest of argv with *mounts* in a mount namespace.
 
@@ -256,10 +301,7 @@ def mount_wrapper(mounts: list[Mount], working_dir: str | None) -> list[str]:
     for mount in mounts:
         source = shlex.quote(str(mount.source))
         target = shlex.quote(mount.target)
-        if mount.source.is_dir():
-            lines.append(f"mkdir -p {target}")
-        else:
-            lines.append(f'mkdir -p "$(dirname {target})"; [ -e {target} ] || : > {target}')
+        # The mount point exists: MountPoints.ensure created it beforehand.
         lines.append(f"mount --bind {source} {target}")
         if mount.read_only:
             lines.append(f"mount -o remount,bind,ro {target}")

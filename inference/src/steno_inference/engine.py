@@ -193,8 +193,10 @@ class Engine:
         device: torch.device,
         dtype: torch.dtype,
         model_name: str,
+        model_path: Path | None = None,
     ) -> None:
         self.config = config
+        self.model_path = model_path  # the transformers directory the weights came from
         self.model = model
         self.tokenizer = tokenizer
         self.tokens = tokens
@@ -237,7 +239,7 @@ class Engine:
         tokens = WhisperTokens.from_generation_config(
             model.generation_config, int(model.config.max_target_positions)
         )
-        return cls(config, model, tokenizer, tokens, device, dtype, resolved.name)
+        return cls(config, model, tokenizer, tokens, device, dtype, resolved.name, resolved.path)
 
     # ------------------------------------------------------------ public API
 

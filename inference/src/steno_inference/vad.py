@@ -206,11 +206,16 @@ class RegionTracker:
         self._silence_start = None
         if end_frame - self._start_frame < self._min_speech_frames:
             return None
+        pad_samples = self._pad_frames * FRAME_SAMPLES
         start = max(0, (self._start_frame - self._pad_frames) * FRAME_SAMPLES)
+        if start <= pad_samples and self._last_end_sample == 0:
+            start = 0  # speech right at the start: keep the source's own first samples
         start = max(start, self._last_end_sample)  # never overlap the previous region
         end = (end_frame + self._pad_frames) * FRAME_SAMPLES
         self._region_probs = []
         if self._total_samples is not None:
+            if self._total_samples - end <= pad_samples:
+                end = self._total_samples  # likewise at the end
             end = min(end, self._total_samples)
         if end <= start:
             return None

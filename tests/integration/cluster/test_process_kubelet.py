@@ -375,6 +375,85 @@ def test_job_completes_through_the_job_controller(
     )
 
 
+def test_init_container_output_reaches_the_main_container(
+    kube_api: KubeApi, namespace: str, process_kubelet: ProcessKubelet
+) -> None:
+    pod = _pod(
+        "staged",
+        ["sh", "-c", 'test "$(cat /work/ready)" = prepared'],
+        restartPolicy="Never",
+        volumes=[{"name": "work", "emptyDir": {}}],
+        container={"volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+        initContainers=[
+            {
+                "name": "prepare",
+                "image": "steno/local",
+                "command": ["sh", "-c", "echo prepared > /work/ready"],
+                "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+            }
+        ],
+    )
+    kube_api.create(f"/api/v1/namespaces/{namespace}/pods", pod)
+    finished = _wait_phase(kube_api, namespace, "staged", {"Succeeded", "Failed"})
+    assert finished["status"]["phase"] == "Succeeded", process_kubelet.logs(namespace, "staged")
+    init = finished["status"]["initContainerStatuses"][0]
+    assert init["state"]["terminated"]["exitCode"] == 0
+
+
+def test_crashing_container_is_restarted_with_its_last_exit_code(
+    kube_api: KubeApi, namespace: str, process_kubelet: ProcessKubelet
+) -> None:
+    kube_api.create(f"/api/v1/namespaces/{namespace}/pods", _pod("crasher", ["sh", "-c", "exit 7"]))
+
+    def restarted_twice() -> dict[str, Any] | None:
+        pod = _get_pod(kube_api, namespace, "crasher")
+        statuses = (pod or {}).get("status", {}).get("containerStatuses") or [{}]
+        return statuses[0] if statuses[0].get("restartCount", 0) >= 2 else None
+
+    status = wait_for(restarted_twice, POD_TIMEOUT_S, "the container to be restarted twice")
+    assert status["lastState"]["terminated"]["exitCode"] == 7
+    pod = _get_pod(kube_api, namespace, "crasher")
+    assert pod is not None
+    assert pod["status"]["phase"] == "Running"  # restartPolicy Always never ends the pod
+
+
+def test_grpc_readiness_probe(
+    kube_api: KubeApi, namespace: str, process_kubelet: ProcessKubelet
+) -> None:
+    server = textwrap.dedent(
+        """
+        import os, time
+        from concurrent import futures
+        import grpc
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        servicer = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+        server.add_insecure_port(os.environ["POD_IP"] + ":50051")
+        server.start()
+        time.sleep(1)  # NOT_SERVING first: the probe must wait for SERVING
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        server.wait_for_termination()
+        """
+    )
+    pod = _pod(
+        "grpc-server",
+        [PYTHON, "-c", server],
+        container={
+            "env": [_field_env("POD_IP", "status.podIP")],
+            "readinessProbe": {"grpc": {"port": 50051}, "periodSeconds": 1},
+        },
+    )
+    kube_api.create(f"/api/v1/namespaces/{namespace}/pods", pod)
+
+    def ready() -> bool:
+        found = _get_pod(kube_api, namespace, "grpc-server") or {}
+        conditions = found.get("status", {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    wait_for(ready, POD_TIMEOUT_S, "the gRPC health probe to pass")
+
+
 def test_kubelet_synced_every_pod_without_error(process_kubelet: ProcessKubelet) -> None:
     # Watch restarts (410 Gone) are routine; a failed pod sync is a kubelet bug.
     sync_errors = [e for e in process_kubelet.errors if not e.startswith("watch:")]
