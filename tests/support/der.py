@@ -28,7 +28,14 @@ def annotation(turns: Iterable[Turn], uri: str = "audio") -> Any:
 
 def diarization_error_rate(reference: Iterable[Turn], hypothesis: Iterable[Turn]) -> float:
     """DER with no collar and overlap scored, over the reference's whole extent."""
+    from pyannote.core import Segment, Timeline
     from pyannote.metrics.diarization import DiarizationErrorRate
 
+    ref, hyp = annotation(reference), annotation(hypothesis)
+    spans = [seg for seg in (ref.get_timeline().extent(), hyp.get_timeline().extent()) if seg]
+    if not spans:
+        return 0.0
+    # Scored from the first to the last second either side marks as speech.
+    uem = Timeline([Segment(min(s.start for s in spans), max(s.end for s in spans))])
     metric = DiarizationErrorRate(collar=0.0, skip_overlap=False)
-    return float(metric(annotation(reference), annotation(hypothesis)))
+    return float(metric(ref, hyp, uem=uem))

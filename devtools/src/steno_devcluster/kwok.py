@@ -56,7 +56,6 @@ def install_stages(cache: Cache, version: str = versions.KWOK_VERSION) -> Path:
         text=True,
         timeout=GO_QUERY_TIMEOUT_S,
         check=False,
-        cwd=cache.root if cache.root.is_dir() else None,
     )
     if completed.returncode != 0:
         raise BuildError(f"cannot download the kwok module: {completed.stdout}{completed.stderr}")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from steno_devcluster import versions
 from steno_devcluster.kubeapi import ApiError, JsonObject, KubeApi
@@ -64,12 +63,13 @@ class NodeSpec:
         return self.gpus > 0
 
 
-def gpu_node(name: str, gpus: int = 8, **overrides: Any) -> NodeSpec:
-    return NodeSpec(name=name, gpus=gpus, **overrides)
+def gpu_node(name: str, gpus: int = 8) -> NodeSpec:
+    """A GPU node with *gpus* ``nvidia.com/gpu`` (other fields: build a NodeSpec)."""
+    return NodeSpec(name=name, gpus=gpus)
 
 
-def cpu_node(name: str, **overrides: Any) -> NodeSpec:
-    return NodeSpec(name=name, **overrides)
+def cpu_node(name: str) -> NodeSpec:
+    return NodeSpec(name=name)
 
 
 def _now() -> str:

@@ -50,7 +50,7 @@ from steno_devcluster.podvolumes import (
     refresh_due_tokens,
 )
 from steno_devcluster.probes import ProbeState, run_probe
-from steno_devcluster.processes import _die_with_parent
+from steno_devcluster.processes import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -359,7 +359,7 @@ class PodRunner:
             stderr=subprocess.STDOUT,
             cwd=self.directory,
             start_new_session=True,
-            preexec_fn=_die_with_parent(),
+            preexec_fn=die_with_parent(),
         )
         if "terminated" in run.state:
             run.last_state = run.state

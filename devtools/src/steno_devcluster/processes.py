@@ -51,7 +51,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """A preexec function that sets PDEATHSIG=SIGKILL, or None off Linux."""
     if not sys.platform.startswith("linux"):
         return None
@@ -100,7 +100,7 @@ class ManagedProcess:
                 env=dict(env) if env is not None else None,
                 cwd=cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(),
+                preexec_fn=die_with_parent(),
             )
         logger.debug("started %s (pid %d): %s", name, self.popen.pid, " ".join(self.argv))
 
