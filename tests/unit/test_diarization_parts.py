@@ -95,7 +95,7 @@ def test_windows_stay_inside_runs_and_cover_them() -> None:
                         min_window_s=0.5, duration_s=10.0)
     long_run = [w for w in plan if w.start_s < 5]
     assert long_run[0].start_s == 1.0 and long_run[-1].end_s == pytest.approx(4.2)
-    assert all(1.0 <= w.start_s and w.end_s <= 4.2 + 1e-9 for w in long_run)
+    assert all(w.start_s >= 1.0 and w.end_s <= 4.2 + 1e-9 for w in long_run)
     assert plan[-1] == Window(pytest.approx(5.85), pytest.approx(6.35))  # widened to 0.5 s
 
 
@@ -145,3 +145,32 @@ def test_hub_annotation_becomes_numbered_turns() -> None:
         SpeakerTurn(2.5, 4.0, "SPEAKER_01"),
         SpeakerTurn(5.0, 6.0, "SPEAKER_01"),
     ]
+
+
+class _FakeHubPipeline:
+    """Stands in for pyannote.audio's Pipeline: records its call, returns an annotation."""
+
+    def __init__(self, annotation) -> None:
+        self.annotation = annotation
+        self.calls: list[tuple[dict, dict]] = []
+
+    def __call__(self, file: dict, **counts):
+        self.calls.append((file, counts))
+        return type("DiarizeOutput", (), {"speaker_diarization": self.annotation})()
+
+
+def test_hub_pipeline_gets_the_decoded_audio_and_the_counts() -> None:
+    import torch
+    from steno_inference.diarization.hub import diarize_with_hub
+
+    core = pytest.importorskip("pyannote.core")
+    annotation = core.Annotation()
+    annotation[core.Segment(0.0, 1.0)] = "A"
+    fake = _FakeHubPipeline(annotation)
+    audio = np.zeros(16000, dtype=np.float32)
+    options = DiarizationOptions(min_speakers=1, max_speakers=3, hub_pipeline="org/pipeline")
+    turns = diarize_with_hub(audio, options, torch.device("cpu"), pipeline=fake)
+    assert turns == [SpeakerTurn(0.0, 1.0, "SPEAKER_00")]
+    (file, counts), = fake.calls
+    assert counts == {"min_speakers": 1, "max_speakers": 3}
+    assert file["sample_rate"] == 16000 and tuple(file["waveform"].shape) == (1, 16000)

@@ -24,10 +24,12 @@ import queue
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from steno_inference.alignment import WordAligner, WordTiming
@@ -112,10 +114,13 @@ class _SourceState:
     duration_s: float = 0.0
     error: Exception | None = None
     next_window: int = 0  # the next window whose segments go to a streaming caller
+    speakers: Future[list[Any]] | None = None  # diarization running beside transcription
 
     def complete(self) -> bool:
         if self.error is not None:
             return True
+        if self.options.diarize and self.expected is not None and self.speakers is None:
+            return False  # its audio is read but the diarization is not submitted yet
         return self.expected is not None and len(self.segments) == self.expected
 
     def pop_in_order(self) -> Iterator[list[Segment]]:
@@ -215,6 +220,11 @@ class Engine:
         self.aligner = WordAligner(model, tokens, self._decode_tokens)
         self._vad_models: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.scheduler = DecodeScheduler(self.runner)
+        self._diarizer_instance: Any = None
+        self._diarizer_lock = threading.Lock()
+        # One diarization at a time per engine (the Diarizer serializes itself);
+        # it runs beside transcription on its own thread and CUDA stream.
+        self._diarization_pool = ThreadPoolExecutor(1, thread_name_prefix="steno-diarize")
 
     @classmethod
     def load(cls, config: EngineConfig) -> Engine:
@@ -259,7 +269,9 @@ class Engine:
                     f"use auto or one of: {', '.join(sorted(known))}"
                 )
         if options.diarize:
-            raise OptionsError("diarization is not available in this build of the engine")
+            from steno_inference.diarization import DiarizationOptions
+
+            DiarizationOptions.from_transcribe(options)  # raises OptionsError on bad counts
         return options
 
     def transcribe(self, source: AudioSource, options: TranscribeOptions, name: str = "") -> (
@@ -343,6 +355,8 @@ class Engine:
                             on_segments(index, segments)
                 elif kind == "end":
                     state.expected, state.duration_s = payload
+                elif kind == "speakers":
+                    state.speakers = payload
                 elif kind == "error":
                     state.error = payload
                 if state.complete():
@@ -390,7 +404,43 @@ class Engine:
             model=self.model_name,
             source=state.name,
         )
+        if state.speakers is not None:
+            try:
+                transcript = self._label_speakers(transcript, state.speakers, state.options)
+            except Exception as error:  # a diarization failure fails this source only
+                LOG.exception("diarization of %s failed", state.name)
+                failure = EngineError(state.name, f"diarization failed: {error}")
+                return SourceResult(index, state.name, error=str(failure), failure=failure)
         return SourceResult(index, state.name, transcript=transcript)
+
+    def _label_speakers(
+        self, transcript: Transcript, turns: Future[list[Any]], options: TranscribeOptions
+    ) -> Transcript:
+        from steno_inference.diarization import assign_speakers
+
+        labelled = assign_speakers(transcript, turns.result())
+        if options.timestamps == "word":
+            return labelled
+        # Words were aligned only to split segments where the speaker changes.
+        return replace(
+            labelled, segments=tuple(replace(s, words=()) for s in labelled.segments)
+        )
+
+    def _diarizer(self) -> Any:
+        with self._diarizer_lock:
+            if self._diarizer_instance is None:
+                from steno_inference.diarization import Diarizer
+
+                self._diarizer_instance = Diarizer.load(self.device)
+            return self._diarizer_instance
+
+    def _start_diarization(self, audio: np.ndarray, options: TranscribeOptions) -> Future[Any]:
+        from steno_inference.diarization import DiarizationOptions
+
+        diarizer = self._diarizer()
+        return self._diarization_pool.submit(
+            diarizer, audio, DiarizationOptions.from_transcribe(options)
+        )
 
     def _produce(
         self,
@@ -416,8 +466,10 @@ class Engine:
         for job in jobs:
             builder = WindowBuilder(detector)
             count = 0
+            # Diarization needs the whole source: keep the decoded audio once, for both.
+            kept: list[np.ndarray] | None = [] if job.options.diarize else None
             try:
-                for window in _windows(builder, job):
+                for window in _windows(builder, job, kept):
                     while not in_flight.acquire(timeout=0.1):
                         if cancelled():
                             return
@@ -434,6 +486,13 @@ class Engine:
                 LOG.exception("decoding %s failed", job.name)
                 events.put(("error", job.index, AudioError(job.name, f"cannot decode: {error}")))
                 continue
+            if kept is not None:
+                audio = np.concatenate(kept) if kept else np.zeros(0, dtype=np.float32)
+                try:
+                    events.put(("speakers", job.index, self._start_diarization(audio, job.options)))
+                except Exception as error:  # weights missing, say: this source fails alone
+                    events.put(("error", job.index, EngineError(job.name, f"diarization: {error}")))
+                    continue
             events.put(("end", job.index, (count, builder.samples_read / SAMPLE_RATE)))
         events.put(("done", -1, None))
 
@@ -449,7 +508,7 @@ class Engine:
             features=self.features([window.audio])[0],
             language=_language_arg(job.options),
             task=job.options.task,
-            keep_encoded=job.options.timestamps == "word",
+            keep_encoded=job.options.timestamps == "word" or job.options.diarize,
             is_cancelled=cancelled,
         )
         index = job.index
@@ -485,7 +544,7 @@ class Engine:
             return []
         spans = split_timestamped(result.tokens, self.tokens.timestamp_begin, window.duration_s)
         words: list[WordTiming] = []
-        if options.timestamps == "word" and result.encoded is not None:
+        if (options.timestamps == "word" or options.diarize) and result.encoded is not None:
             all_text = [t for _s, _e, tokens in spans for t in tokens]
             words = self.aligner.align(
                 result.encoded, result.prompt, all_text, window.n_samples, result.language
@@ -558,7 +617,9 @@ def _never() -> bool:
     return False
 
 
-def _windows(builder: WindowBuilder, job: _Job) -> Iterator[Window]:
+def _windows(builder: WindowBuilder, job: _Job, kept: list[np.ndarray] | None) -> Iterator[Window]:
     for block in iter_pcm_blocks(job.source, READ_BLOCK_S, name=job.name):
+        if kept is not None:
+            kept.append(block)
         yield from builder.feed(block)
     yield from builder.finish()

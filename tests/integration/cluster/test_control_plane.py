@@ -78,7 +78,7 @@ def test_crd_custom_resource_and_status_subresource(kube_api: KubeApi, namespace
         kube_api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", WIDGET_CRD)
 
     def established() -> bool:
-        conditions = kube_api.get(crd_path).get("status", {}).get("conditions", [])
+        conditions = kube_api.get(crd_path).get("status", {}).get("conditions") or []
         return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
     wait_for(established, 30, "the Widget CRD to be Established")

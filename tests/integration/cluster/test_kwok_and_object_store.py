@@ -36,7 +36,7 @@ def test_kwok_runs_a_gpu_deployment_across_simulated_nodes(
                 for n in nodes
                 if any(
                     c["type"] == "Ready" and c["status"] == "True"
-                    for c in n["status"].get("conditions", [])
+                    for c in n["status"].get("conditions") or []
                 )
                 and n["status"]["allocatable"].get(GPU_RESOURCE) == str(KWOK_GPUS_PER_NODE)
             ]

@@ -365,7 +365,7 @@ def test_job_completes_through_the_job_controller(
 
     def complete() -> bool:
         job = kube_api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/shard")
-        conditions = job.get("status", {}).get("conditions", [])
+        conditions = job.get("status", {}).get("conditions") or []
         return any(c["type"] == "Complete" and c["status"] == "True" for c in conditions)
 
     wait_for(complete, POD_TIMEOUT_S, "the Job to complete")
@@ -448,7 +448,7 @@ def test_grpc_readiness_probe(
 
     def ready() -> bool:
         found = _get_pod(kube_api, namespace, "grpc-server") or {}
-        conditions = found.get("status", {}).get("conditions", [])
+        conditions = found.get("status", {}).get("conditions") or []
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
     wait_for(ready, POD_TIMEOUT_S, "the gRPC health probe to pass")

@@ -61,6 +61,12 @@ def register(subparsers: Any) -> None:
     tr.add_argument("--dtype", default="auto", choices=("auto", "fp16", "bf16", "fp32"))
     tr.add_argument("--attention", default="auto", choices=("auto", "flash", "sdpa", "eager"),
                     help="encoder attention kernel; flash uses flash-attn when installed")
+    tr.add_argument("--diarize", action="store_true",
+                    help="label speakers (needs pip install 'steno[diarization]')")
+    tr.add_argument("--num-speakers", type=int, default=None, metavar="N",
+                    help="exact number of speakers (excludes --min/--max-speakers)")
+    tr.add_argument("--min-speakers", type=int, default=None, metavar="A")
+    tr.add_argument("--max-speakers", type=int, default=None, metavar="B")
     tr.add_argument("--no-vad", action="store_true",
                     help="skip voice activity; decode back-to-back 30 s windows")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -82,8 +88,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         formats = parse_formats(args.format)
         options = TranscribeOptions(
-            task=args.task, language=args.language, timestamps=args.timestamps
+            task=args.task,
+            language=args.language,
+            timestamps=args.timestamps,
+            diarize=args.diarize,
+            num_speakers=args.num_speakers,
+            min_speakers=args.min_speakers,
+            max_speakers=args.max_speakers,
         ).validated()
+        if not args.diarize and (args.num_speakers or args.min_speakers or args.max_speakers):
+            raise OptionsError("speaker counts need --diarize")
         config = EngineConfig(
             model=args.model, device=args.device, dtype=args.dtype, attention=args.attention,
             batch_size=args.batch_size, vad=not args.no_vad,

@@ -28,7 +28,7 @@ one call at a time (a lock serialises callers).
 
 Memory for one hour of audio: the audio on the device (230 MB as float32) plus
 its fbank (115 MB); segmentation and embedding batches add a bounded amount
-that does not grow with the length (about 1 GB at the CUDA batch sizes);
+that does not grow with the length (2 to 4 GB at the CUDA batch sizes);
 on the host, the dendrogram (32 MB at most) and the frame votes (~6 MB per
 speaker per hour).
 """
@@ -74,9 +74,13 @@ LOG = logging.getLogger(__name__)
 MIN_AUDIO_S = 0.1  # shorter audio cannot hold a speaker turn worth reporting
 # Batch sizes: chunks of 10 s and windows of 1.5 s per forward pass.
 CPU_SEGMENTATION_BATCH = 8
-CUDA_SEGMENTATION_BATCH = 128  # ~2 GB of SincNet activations in fp16
+CUDA_SEGMENTATION_BATCH = 256  # ~2 GB of SincNet activations in fp16
 CPU_EMBEDDING_BATCH = 32
-CUDA_EMBEDDING_BATCH = 512  # ~1 GB of CAM++ activations in fp16
+CUDA_EMBEDDING_BATCH = 512  # ~2 GB of CAM++ activations in fp16
+# Windows shorter than the standard one are cut down to a multiple of this many fbank
+# frames (at most 90 ms lost), so short windows fall into a few equal-length batches.
+LENGTH_BUCKET_FRAMES = 10
+MIN_WINDOW_FRAMES = 20  # 0.2 s: CAM++'s strided layers need some frames to pool over
 
 
 @dataclass(frozen=True)
@@ -241,7 +245,7 @@ class Diarizer:
         features = self._fbank(wave)
         del wave
         self._timed("fbank_s")(started)
-        spans = _frame_spans(plan, features.shape[0])
+        spans = _frame_spans(plan, features.shape[0], cfg.window_s)
 
         started = time.perf_counter()
         embeddings = (
@@ -274,16 +278,26 @@ class Diarizer:
         return _named_turns(intervals)
 
 
-def _frame_spans(plan: list[windows.Window], total_frames: int) -> list[tuple[int, int]]:
+def _frame_spans(
+    plan: list[windows.Window], total_frames: int, window_s: float
+) -> list[tuple[int, int]]:
     """``(first fbank frame, frame count)`` of each window, inside the recording."""
+    standard = _frames_in(window_s)
     spans: list[tuple[int, int]] = []
     for window in plan:
-        samples = round((window.end_s - window.start_s) * SAMPLE_RATE)
-        count = max(2, 1 + (samples - FRAME_LENGTH_SAMPLES) // FRAME_SHIFT_SAMPLES)
+        count = _frames_in(window.end_s - window.start_s)
+        if count < standard:
+            count = max(MIN_WINDOW_FRAMES, count - count % LENGTH_BUCKET_FRAMES)
         count = min(count, total_frames)
         first = min(max(0, round(window.start_s * FRAMES_PER_S)), total_frames - count)
         spans.append((first, count))
     return spans
+
+
+def _frames_in(duration_s: float) -> int:
+    """Whole Kaldi frames in ``duration_s`` of audio."""
+    samples = round(duration_s * SAMPLE_RATE)
+    return max(1, 1 + (samples - FRAME_LENGTH_SAMPLES) // FRAME_SHIFT_SAMPLES)
 
 
 def _named_turns(intervals: list[tuple[float, float, int]]) -> list[SpeakerTurn]:

@@ -1,0 +1,119 @@
+"""One decoder step over every slot at once, reading from static per-slot caches.
+
+The caches are allocated once, for ``slots`` rows:
+
+* self-attention keys and values, ``(slots, heads, 448, head_dim)`` per layer:
+  a step writes the new token's key and value at its position and attends
+  over the first ``kv_len`` positions with a mask (``key <= position``), so
+  rows at different positions share one fixed-shape kernel sequence;
+* cross-attention keys and values, ``(slots, heads, 1500, head_dim)`` per
+  layer, computed once when a window enters its slot.
+
+Reading the cross-attention keys and values is what bounds a step on a GPU
+(for the large-v3 shape, 32 layers × 2 × 1500 × 1280 × 2 bytes = 246 MB per
+window per token): the rest of the step is a few small matrix products per
+layer. Attention goes through PyTorch's SDPA, which picks cuDNN's or its own
+flash kernels for the unmasked cross-attention and the memory-efficient
+kernel for the masked self-attention.
+
+The arithmetic follows transformers' Whisper decoder layer by layer (pre-norm,
+query scaled before the product), so on the CPU the logits equal
+``generate()``'s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+N_AUDIO_CTX = 1500  # encoder positions per 30 s window
+
+
+class DecoderPass:
+    """The decoder's weights, its per-slot caches, and the step that reads them."""
+
+    def __init__(self, model: Any, slots: int, n_ctx: int, device: torch.device,
+                 dtype: torch.dtype) -> None:
+        decoder = model.model.decoder
+        self._decoder = decoder
+        self._layers = list(decoder.layers)
+        first = self._layers[0].self_attn
+        self.n_heads = int(first.num_heads)
+        self.head_dim = int(first.head_dim)
+        self.n_ctx = n_ctx
+        self.slots = slots
+        self.device = device
+        self.dtype = dtype
+        shape_self = (slots, self.n_heads, n_ctx, self.head_dim)
+        shape_cross = (slots, self.n_heads, N_AUDIO_CTX, self.head_dim)
+
+        def empty(shape: tuple[int, int, int, int]) -> torch.Tensor:
+            # Zeros, not garbage: padding rows read these and must stay finite.
+            return torch.zeros(shape, device=device, dtype=dtype)
+
+        self.self_k = [empty(shape_self) for _ in self._layers]
+        self.self_v = [empty(shape_self) for _ in self._layers]
+        self.cross_k = [empty(shape_cross) for _ in self._layers]
+        self.cross_v = [empty(shape_cross) for _ in self._layers]
+        self._key_positions = torch.arange(n_ctx, device=device)
+
+    @staticmethod
+    def bytes_per_slot(n_layers: int, n_heads: int, head_dim: int, n_ctx: int,
+                       itemsize: int) -> int:
+        """Bytes one slot holds: self-attention cache plus cross-attention keys and values."""
+        return 2 * n_layers * n_heads * head_dim * (n_ctx + N_AUDIO_CTX) * itemsize
+
+    def fill_cross(self, rows: torch.Tensor, encoded: torch.Tensor) -> None:
+        """Cross-attention keys and values of windows ``encoded`` (n, 1500, d) into ``rows``."""
+        n = encoded.shape[0]
+        shape = (n, N_AUDIO_CTX, self.n_heads, self.head_dim)
+        for index, layer in enumerate(self._layers):
+            attn = layer.encoder_attn
+            self.cross_k[index][rows] = attn.k_proj(encoded).view(shape).transpose(1, 2)
+            self.cross_v[index][rows] = attn.v_proj(encoded).view(shape).transpose(1, 2)
+
+    def move(self, source: torch.Tensor, target: torch.Tensor) -> None:
+        """Copy every cache of rows ``source`` onto rows ``target`` (compaction)."""
+        for caches in (self.self_k, self.self_v, self.cross_k, self.cross_v):
+            for cache in caches:
+                cache[target] = cache[source]
+
+    def logits(self, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int) -> torch.Tensor:
+        """Float32 logits (batch, vocab) for one new token per row ``[:batch]``."""
+        batch = tokens.shape[0]
+        decoder = self._decoder
+        x = decoder.embed_tokens(tokens) + decoder.embed_positions.weight[positions]
+        rows = torch.arange(batch, device=self.device)
+        keys = self._key_positions[:kv_len]
+        mask = (keys[None, :] <= positions[:, None])[:, None, None, :]
+        shape = (batch, self.n_heads, 1, self.head_dim)
+        for index, layer in enumerate(self._layers):
+            attn = layer.self_attn
+            h = layer.self_attn_layer_norm(x)
+            q = (attn.q_proj(h) * attn.scaling).view(shape)
+            k = attn.k_proj(h).view(batch, self.n_heads, self.head_dim)
+            v = attn.v_proj(h).view(batch, self.n_heads, self.head_dim)
+            self.self_k[index][rows, :, positions] = k
+            self.self_v[index][rows, :, positions] = v
+            out = F.scaled_dot_product_attention(
+                q,
+                self.self_k[index][:batch, :, :kv_len],
+                self.self_v[index][:batch, :, :kv_len],
+                attn_mask=mask,
+                scale=1.0,
+            )
+            x = x + attn.out_proj(out.reshape(batch, -1))
+            cross = layer.encoder_attn
+            h = layer.encoder_attn_layer_norm(x)
+            q = (cross.q_proj(h) * cross.scaling).view(shape)
+            out = F.scaled_dot_product_attention(
+                q, self.cross_k[index][:batch], self.cross_v[index][:batch], scale=1.0
+            )
+            x = x + cross.out_proj(out.reshape(batch, -1))
+            h = layer.final_layer_norm(x)
+            x = x + layer.fc2(layer.activation_fn(layer.fc1(h)))
+        x = decoder.layer_norm(x)
+        logits: torch.Tensor = x @ decoder.embed_tokens.weight.T
+        return logits.float()

@@ -1,0 +1,1 @@
+"""steno's gRPC API: generated protobuf and gRPC code (see scripts/gen-proto)."""
