@@ -14,10 +14,12 @@ Session fixtures (one cluster per test session — starting one costs seconds):
   installed before its controller manager starts;
 - ``kubeconfig``: the admin kubeconfig path; ``kube_api``: a ready
   :class:`~steno_devcluster.kubeapi.KubeApi` as admin;
+  ``kubernetes_api_client``: the same as a ``kubernetes`` package ApiClient;
 - ``cluster_nodes``: two GPU nodes (4 ``nvidia.com/gpu`` each, GPU taint) and
   one CPU node, Ready;
 - ``process_kubelet``: runs the pods of those nodes as local processes;
-- ``kwok_controller``: kwok for simulated nodes (see ``kwok_node`` specs);
+- ``kwok_controller``: kwok, which simulates the nodes registered with
+  ``register_node(kube_api, NodeSpec(..., kwok=True))`` and their pods;
 - ``object_store``: SeaweedFS with credentials (``endpoint``,
   ``access_key``/``secret_key``, ``environment()``, ``create_bucket()``,
   ``boto3_client()``).

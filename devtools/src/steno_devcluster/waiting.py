@@ -20,8 +20,13 @@ def wait_for(
     timeout_s: float,
     what: str,
     interval_s: float = DEFAULT_INTERVAL_S,
+    describe: Callable[[], str] | None = None,
 ) -> T:
-    """Call *probe* until it returns something truthy; return that, or raise after *timeout_s*."""
+    """Call *probe* until it returns something truthy; return that, or raise after *timeout_s*.
+
+    *describe*, when given, is called on timeout and its text added to the
+    error: the state that the wait was stuck in.
+    """
     deadline = time.monotonic() + timeout_s
     last: T | None = None
     while True:
@@ -29,5 +34,6 @@ def wait_for(
         if last:
             return last
         if time.monotonic() >= deadline:
-            raise WaitTimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+            detail = f"\n{describe()}" if describe is not None else ""
+            raise WaitTimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}{detail}")
         time.sleep(interval_s)

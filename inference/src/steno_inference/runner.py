@@ -3,22 +3,32 @@
 The decoder is steno's own loop around the model's weights rather than
 ``generate()``:
 
-* **Slots.** The decoder holds up to ``max_batch`` windows at once. Each slot
-  has a static self-attention KV cache (448 positions) and the window's
-  cross-attention keys and values, computed once when it enters. Active slots
-  are kept packed at the front (a finished slot is filled by moving the last
-  one into it), so every step runs on a contiguous ``[:active]`` view.
-* **Continuous batching.** When a window ends (``<|endoftext|>``), its slot is
-  freed and the next encoded window takes it at once; prompt tokens
-  (``<|startoftranscript|>``, language, task) are fed one per step like any
-  other token, so a newcomer never stalls the others.
-* **Rules.** Each step applies Whisper's decoding rules exactly as
-  transformers' ``generate(return_timestamps=True)`` does, vectorized over the
-  batch: suppressed tokens, no blank first token, timestamps in pairs and
-  never decreasing, the first timestamp within 1 s, and "pick a timestamp when
-  their summed probability beats every text token".
-* **Language.** For a multilingual model with language "auto", the language
-  token slot is filled with the most likely language token at that step.
+* **Slots.** Up to ``max_batch`` windows decode at once. Each slot has a static
+  self-attention KV cache (448 positions) and the window's cross-attention
+  keys and values, computed once when it enters (:mod:`decoder_pass`).
+* **State on the device.** Every slot's decoding state — next token,
+  position, prompt, timestamp-rule state, generated tokens, scores — lives in
+  device tensors updated in place by the step itself (:mod:`slot_state`), so a
+  step needs nothing from the host and, on a GPU, is one CUDA-graph replay
+  (:mod:`cuda_graphs`) over a bucketed batch.
+* **One small read per step.** After each step the "finished" flags are
+  copied asynchronously into pinned memory; the host looks at them a step or
+  two later, so it never waits for the GPU except to collect finished slots'
+  tokens. A finished slot's row freezes (every update is masked by
+  ``active``) until the host frees it.
+* **Continuous batching.** A freed slot is taken by the next window at once:
+  windows are pulled from the feed as slots free up, encoded in batches (log-mel
+  computed on the device when a request carries PCM), and their prompt tokens
+  (``<|startoftranscript|>``, language, task) are fed one per step like any other
+  token, so a newcomer never stalls the others. When no window is waiting,
+  busy slots are moved down to the front so steps run on a smaller bucket.
+* **Rules.** Whisper's decoding rules exactly as transformers'
+  ``generate(return_timestamps=True)`` applies them; for a multilingual model
+  with language "auto", the language slot of the prompt is filled with the
+  most likely language token at position 0.
+* **Memory.** The encoder batch is halved and retried when the device runs out
+  of memory, so no window is lost; the slot count is chosen by
+  :mod:`batching` and halved if the caches cannot be allocated.
 
 Word timestamps are not computed here: :mod:`steno_inference.alignment` runs a
 separate teacher-forced pass, so this loop keeps fused attention kernels.
@@ -26,19 +36,39 @@ separate teacher-forced pass, so this loop keeps fused attention kernels.
 
 from __future__ import annotations
 
+import heapq
 import itertools
-import math
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+import logging
+from collections import Counter, deque
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
+from steno_inference.batching import ENCODER_BATCH, is_out_of_memory
+from steno_inference.cuda_graphs import StepGraphs
+from steno_inference.decoder_pass import N_AUDIO_CTX, DecoderPass
+from steno_inference.slot_state import NO_TOKEN, Admission, SlotState
 from steno_inference.tokens import WhisperTokens
 
-N_AUDIO_CTX = 1500  # encoder positions per 30 s window
+LOG = logging.getLogger(__name__)
+
+__all__ = [
+    "N_AUDIO_CTX",
+    "DecodeRequest",
+    "DecodeResult",
+    "IterableFeed",
+    "RequestFeed",
+    "RunnerStats",
+    "WhisperRunner",
+]
+
+# Steps the host may run ahead of the GPU before it waits for a step's
+# finished flags: enough to hide the host's own work behind the GPU's.
+LOOKAHEAD_STEPS = 2
+CANCEL_POLL_STEPS = 8  # callers' cancellation is polled every this many steps
 
 
 @dataclass(frozen=True)
@@ -46,13 +76,19 @@ class DecodeRequest:
     """One window to decode: its encoder input and the prompt choices."""
 
     key: object  # caller's handle, returned with the result
-    features: torch.Tensor  # (n_mels, 3000) log-mel
+    features: torch.Tensor | None  # (n_mels, 3000) log-mel; None when ``audio`` is given
     language: str | None  # None: detect (multilingual) or English (.en)
     task: str = "transcribe"
     keep_encoded: bool = False  # return the encoder state (for the word-alignment pass)
     # Polled while queued and while decoding: True drops the window (its caller
     # went away or its deadline passed) and frees its slot.
     is_cancelled: Callable[[], bool] | None = None
+    # 16 kHz mono float32 PCM of at most 30 s, instead of ``features``: the
+    # log-mel is then computed on the device together with the encoder's batch.
+    audio: np.ndarray | None = None
+    # 0: stop at <|endoftext|>. N > 0: suppress <|endoftext|> and stop after
+    # exactly N generated tokens (benchmarks: identical work per window).
+    fixed_new_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -107,15 +143,36 @@ class IterableFeed:
 
 
 @dataclass
-class _Slot:
+class RunnerStats:
+    """Counters for benchmarks and metrics (host-side; reading them never syncs)."""
+
+    steps: int = 0
+    rows_stepped: int = 0  # batch rows run, padding included
+    busy_rows_stepped: int = 0  # rows that held a window
+    windows_encoded: int = 0
+    encoder_batches: int = 0
+    compactions: int = 0
+    rows_moved: int = 0
+    encoder_oom_splits: int = 0
+
+
+@dataclass
+class _Occupant:
     request: DecodeRequest
-    prompt: list[int]
-    detect_language: bool
     encoded: torch.Tensor | None
-    generated: list[int] = field(default_factory=list)
-    position: int = 0
-    sum_logprob: float = 0.0
-    no_speech_prob: float = 0.0
+    start_step: int  # the step that fed its first prompt token (its position is step - start)
+    since_step: int  # finished-flag snapshots from this step on concern this occupant
+    end_step: int | None  # the step that generates its last token, when that is known ahead
+
+
+@dataclass
+class _Flags:
+    """Finished-flag snapshots in flight from the device to pinned host memory."""
+
+    buffers: list[torch.Tensor]
+    events: list[Any]  # torch.cuda.Event, or None on the CPU
+    queue: deque[tuple[int, int, int]] = field(default_factory=deque)  # (buffer, step, batch)
+    next_buffer: int = 0
 
 
 class WhisperRunner:
@@ -129,55 +186,44 @@ class WhisperRunner:
         dtype: torch.dtype,
         max_batch: int,
         encoder_batch: int | None = None,
+        cuda_graphs: bool = True,
     ) -> None:
         self.model = model
         self.tokens = tokens
         self.device = device
         self.dtype = dtype
-        self.max_batch = max_batch
-        self.encoder_batch = encoder_batch or max_batch
-        decoder = model.model.decoder
-        self._decoder = decoder
-        self._layers = list(decoder.layers)
-        first = self._layers[0].self_attn
-        self.n_heads = int(first.num_heads)
-        self.head_dim = int(first.head_dim)
         self.n_ctx = int(tokens.max_target_positions)
-        vocab = int(decoder.embed_tokens.weight.shape[0])
-        self.vocab = vocab
-        self._static_suppress = torch.zeros(vocab, dtype=torch.bool, device=device)
-        ids = [t for t in tokens.suppress if t < vocab] + [tokens.no_timestamps]
-        self._static_suppress[torch.tensor(ids, device=device, dtype=torch.long)] = True
-        self._begin_suppress = torch.zeros(vocab, dtype=torch.bool, device=device)
-        if tokens.begin_suppress:
-            begin = torch.tensor(tokens.begin_suppress, device=device, dtype=torch.long)
-            self._begin_suppress[begin] = True
-        self._vocab_ids = torch.arange(vocab, device=device)
-        self._language_mask = torch.ones(vocab, dtype=torch.bool, device=device)
-        if tokens.language_ids:
-            lang = torch.tensor(sorted(tokens.language_ids.values()), device=device)
-            self._language_mask[lang] = False  # True = excluded when detecting
-        self._allocate(max_batch)
+        self.vocab = int(model.model.decoder.embed_tokens.weight.shape[0])
+        self.decoder = self._allocate(max_batch)
+        self.max_batch = self.decoder.slots
+        self.encoder_batch = encoder_batch or min(self.max_batch, ENCODER_BATCH)
+        self.state = SlotState(self.max_batch, tokens, self.vocab, device)
+        self.graphs: StepGraphs | None = None
+        if cuda_graphs and device.type == "cuda":
+            self.graphs = StepGraphs(self._step_body, self.state, self.max_batch, self.n_ctx)
+        self.stats = RunnerStats()
+        self._log_mel: Any = None
 
     # ----------------------------------------------------------------- memory
 
-    def _allocate(self, slots: int) -> None:
-        shape_self = (slots, self.n_heads, self.n_ctx, self.head_dim)
-        shape_cross = (slots, self.n_heads, N_AUDIO_CTX, self.head_dim)
-        def zeros(shape: tuple[int, int, int, int]) -> torch.Tensor:
-            return torch.zeros(shape, device=self.device, dtype=self.dtype)
-
-        self._self_k = [zeros(shape_self) for _ in self._layers]
-        self._self_v = [zeros(shape_self) for _ in self._layers]
-        self._cross_k = [zeros(shape_cross) for _ in self._layers]
-        self._cross_v = [zeros(shape_cross) for _ in self._layers]
+    def _allocate(self, slots: int) -> DecoderPass:
+        """Caches for ``slots`` windows; on out-of-memory, half as many, down to one."""
+        while True:
+            try:
+                return DecoderPass(self.model, slots, self.n_ctx, self.device, self.dtype)
+            except (torch.OutOfMemoryError, RuntimeError) as error:
+                if not is_out_of_memory(error) or slots == 1:
+                    raise
+                slots //= 2
+                torch.cuda.empty_cache()
+                LOG.warning("decoder caches did not fit: retrying with %d slots", slots)
 
     @staticmethod
     def cache_bytes_per_slot(
         n_layers: int, n_heads: int, head_dim: int, n_ctx: int, itemsize: int
     ) -> int:
         """Bytes one slot holds: self-attention cache plus cross-attention keys and values."""
-        return 2 * n_layers * n_heads * head_dim * (n_ctx + N_AUDIO_CTX) * itemsize
+        return DecoderPass.bytes_per_slot(n_layers, n_heads, head_dim, n_ctx, itemsize)
 
     # ---------------------------------------------------------------- encoder
 
@@ -188,120 +234,101 @@ class WhisperRunner:
         out: torch.Tensor = self.model.model.encoder(features).last_hidden_state
         return out
 
-    def _fill_cross(self, slot: int, encoded: torch.Tensor) -> None:
-        for index, layer in enumerate(self._layers):
-            attn = layer.encoder_attn
-            k = attn.k_proj(encoded).view(N_AUDIO_CTX, self.n_heads, self.head_dim)
-            v = attn.v_proj(encoded).view(N_AUDIO_CTX, self.n_heads, self.head_dim)
-            self._cross_k[index][slot].copy_(k.transpose(0, 1))
-            self._cross_v[index][slot].copy_(v.transpose(0, 1))
+    def _features(self, requests: list[DecodeRequest]) -> torch.Tensor:
+        """Log-mel features for a batch: given ones as they are, PCM turned on the device."""
+        pcm = [r.audio for r in requests if r.features is None and r.audio is not None]
+        computed = iter(self._mel()(pcm)) if pcm else iter(())
+        rows = []
+        for request in requests:
+            if request.features is not None:
+                rows.append(request.features.to(self.device))
+            elif request.audio is not None:
+                rows.append(next(computed))
+            else:
+                raise ValueError(f"request {request.key!r} has neither features nor audio")
+        return torch.stack(rows)
 
-    def _move_slot(self, source: int, target: int, length: int) -> None:
-        for index in range(len(self._layers)):
-            self._self_k[index][target, :, :length].copy_(self._self_k[index][source, :, :length])
-            self._self_v[index][target, :, :length].copy_(self._self_v[index][source, :, :length])
-            self._cross_k[index][target].copy_(self._cross_k[index][source])
-            self._cross_v[index][target].copy_(self._cross_v[index][source])
+    def _mel(self) -> Any:
+        if self._log_mel is None:
+            from steno_inference.features import LogMel
+
+            self._log_mel = LogMel(int(self.model.config.num_mel_bins), self.device)
+        return self._log_mel
+
+    def _encode_all(self, requests: list[DecodeRequest]) -> torch.Tensor:
+        """Encoder states for every request, in encoder batches halved on out-of-memory."""
+        parts: list[torch.Tensor] = []
+        start = 0
+        while start < len(requests):
+            chunk = requests[start : start + self.encoder_batch]
+            try:
+                parts.append(self.encode(self._features(chunk)))
+            except (torch.OutOfMemoryError, RuntimeError) as error:
+                if not is_out_of_memory(error) or self.encoder_batch == 1:
+                    raise
+                self.encoder_batch //= 2
+                self.stats.encoder_oom_splits += 1
+                torch.cuda.empty_cache()
+                LOG.warning("encoder ran out of memory: batch now %d", self.encoder_batch)
+                continue
+            self.stats.encoder_batches += 1
+            start += len(chunk)
+        self.stats.windows_encoded += len(requests)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     # ------------------------------------------------------------------ step
 
-    def _step(self, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int) -> torch.Tensor:
-        """Logits (active, vocab) for one new token per active slot."""
-        active = tokens.shape[0]
-        decoder = self._decoder
-        x = decoder.embed_tokens(tokens) + decoder.embed_positions.weight[positions]
-        rows = torch.arange(active, device=self.device)
-        key_pos = torch.arange(kv_len, device=self.device)
-        mask = (key_pos[None, :] <= positions[:, None])[:, None, None, :]
-        shape = (active, self.n_heads, 1, self.head_dim)
-        for index, layer in enumerate(self._layers):
-            attn = layer.self_attn
-            h = layer.self_attn_layer_norm(x)
-            q = (attn.q_proj(h) * attn.scaling).view(shape)
-            k = attn.k_proj(h).view(active, self.n_heads, self.head_dim)
-            v = attn.v_proj(h).view(active, self.n_heads, self.head_dim)
-            self._self_k[index][rows, :, positions] = k
-            self._self_v[index][rows, :, positions] = v
-            out = F.scaled_dot_product_attention(
-                q,
-                self._self_k[index][:active, :, :kv_len],
-                self._self_v[index][:active, :, :kv_len],
-                attn_mask=mask,
-                scale=1.0,
-            )
-            x = x + attn.out_proj(out.reshape(active, -1))
-            cross = layer.encoder_attn
-            h = layer.encoder_attn_layer_norm(x)
-            q = (cross.q_proj(h) * cross.scaling).view(shape)
-            out = F.scaled_dot_product_attention(
-                q, self._cross_k[index][:active], self._cross_v[index][:active], scale=1.0
-            )
-            x = x + cross.out_proj(out.reshape(active, -1))
-            h = layer.final_layer_norm(x)
-            x = x + layer.fc2(layer.activation_fn(layer.fc1(h)))
-        x = decoder.layer_norm(x)
-        logits: torch.Tensor = x @ decoder.embed_tokens.weight.T
-        return logits.float()
+    def _step_body(self, batch: int, kv_len: int) -> None:
+        """One step over rows ``[:batch]``: logits, rules, choice, state update."""
+        tokens, positions = self.state.step_inputs(batch)
+        logits = self.decoder.logits(tokens, positions, kv_len)
+        self.state.advance(logits)
 
-    # ------------------------------------------------------------ the rules
+    def _run_step(self, top: int, kv_len: int) -> int:
+        if self.graphs is not None:
+            batch = self.graphs.run(top, kv_len)
+        else:
+            batch = top
+            self._step_body(top, kv_len)
+        self.stats.steps += 1
+        self.stats.rows_stepped += batch
+        return batch
 
-    def _apply_rules(self, logits: torch.Tensor, slots: list[_Slot]) -> torch.Tensor:
-        """Whisper's timestamp and suppression rules for slots that are generating."""
-        t = self.tokens
-        tb = t.timestamp_begin
-        n = len(slots)
-        gen_len = torch.tensor([len(s.generated) for s in slots], device=self.device)
-        last = [s.generated[-1] if s.generated else -1 for s in slots]
-        prev = [s.generated[-2] if len(s.generated) >= 2 else -1 for s in slots]
-        last_ts = torch.tensor([x >= tb for x in last], device=self.device)
-        # Fewer than two generated tokens counts as "penultimate was a timestamp".
-        prev_ts = torch.tensor(
-            [len(s.generated) < 2 or p >= tb for s, p in zip(slots, prev, strict=True)],
-            device=self.device,
-        )
-        floors = []
-        for s, lt, pt in zip(slots, last_ts.tolist(), prev_ts.tolist(), strict=True):
-            stamps = [x for x in s.generated if x >= tb]
-            if not stamps:
-                floors.append(tb)
-            elif lt and not pt:
-                floors.append(stamps[-1])
-            else:
-                floors.append(stamps[-1] + 1)
-        floor = torch.tensor(floors, device=self.device)[:, None]
+    def _bucket(self, rows: int) -> int:
+        if self.graphs is None:
+            return rows
+        return self.graphs.bucket(rows, 1)[0]
 
-        first = (gen_len == 0)[:, None]
-        vocab = self._vocab_ids[None, :]
-        banned = self._static_suppress[None, :].expand(n, -1).clone()
-        banned |= first & self._begin_suppress[None, :]
-        is_ts = vocab >= tb
-        banned |= (last_ts & prev_ts)[:, None] & is_ts
-        banned |= (last_ts & ~prev_ts)[:, None] & (vocab < t.eot)
-        banned |= is_ts & (vocab < floor)
-        banned |= first & (vocab < tb)
-        banned |= first & (vocab > tb + t.max_initial_timestamp_index)
-        scores = logits.masked_fill(banned, -math.inf)
-        logprobs = F.log_softmax(scores, dim=-1)
-        ts_logprob = logprobs[:, tb:].logsumexp(dim=-1)
-        text_max = logprobs[:, :tb].max(dim=-1).values
-        force_ts = (ts_logprob > text_max)[:, None] & (vocab < tb)
-        return scores.masked_fill(force_ts, -math.inf)
+    @torch.inference_mode()
+    def capture_graphs(self, max_tokens: int | None = None) -> float:
+        """Capture every step graph ahead of time; returns the seconds it took.
+
+        ``max_tokens`` bounds the self-attention lengths captured (a benchmark
+        that decodes a known number of tokens); None captures all of them.
+        """
+        if self.graphs is None:
+            return 0.0
+        limit = self.n_ctx if max_tokens is None else min(self.n_ctx, max_tokens)
+        kv = [k for k in self.graphs.kv_buckets if k <= limit]
+        kv.append(self.graphs.bucket(1, limit)[1])
+        self.graphs.capture(self.graphs.batch_buckets, sorted(set(kv)))
+        return self.graphs.capture_s
 
     # ------------------------------------------------------------------- loop
 
-    def _prompt(self, request: DecodeRequest) -> tuple[list[int], bool]:
+    def _prompt(self, request: DecodeRequest) -> tuple[int, ...]:
         t = self.tokens
         if not t.is_multilingual:
-            return [t.sot], False
+            return (t.sot,)
         task = t.translate if request.task == "translate" else t.transcribe
         if task is None:
             raise ValueError(f"model has no token for task {request.task!r}")
         if request.language is None:
-            return [t.sot, -1, task], True
+            return (t.sot, NO_TOKEN, task)
         language = t.language_ids.get(request.language)
         if language is None:
             raise ValueError(f"model has no language {request.language!r}")
-        return [t.sot, language, task], False
+        return (t.sot, language, task)
 
     @torch.inference_mode()
     def decode(
@@ -315,114 +342,205 @@ class WhisperRunner:
         that arrive mid-way join the running batch at the next step.
         """
         feed = requests if isinstance(requests, RequestFeed) else IterableFeed(requests)
-        encoded: deque[tuple[DecodeRequest, torch.Tensor]] = deque()
+        occupants: list[_Occupant | None] = [None] * self.max_batch
+        free = list(range(self.max_batch))  # a heap: new windows take the lowest rows
+        flags = self._flag_buffers()
+        ends: Counter[int] = Counter()  # steps at which fixed-length windows end
         closed = False
-        slots: list[_Slot] = []
+        step = 0
+        busy = 0
         while True:
-            free = self.max_batch - len(slots)
-            if free and not encoded and not closed:
-                batch = feed.take(self.encoder_batch, wait=not slots)
-                if batch is None:
-                    closed = True
-                else:
-                    live = []
-                    for request in batch:
-                        if request.is_cancelled is not None and request.is_cancelled():
-                            yield DecodeResult.dropped(request)
-                        else:
-                            live.append(request)
-                    if live:
-                        states = self.encode(torch.stack([r.features for r in live]))
-                        encoded.extend(zip(live, states, strict=True))
-            while free and encoded:
-                request, state = encoded.popleft()
-                if request.is_cancelled is not None and request.is_cancelled():
-                    yield DecodeResult.dropped(request)
-                    continue
-                prompt, detect = self._prompt(request)
-                self._fill_cross(len(slots), state)
-                kept = state if request.keep_encoded else None
-                slots.append(_Slot(request, prompt, detect, kept))
-                free -= 1
-            if not slots:
-                if closed and not encoded:
+            if not closed and free:
+                closed = yield from self._take(feed, occupants, free, step, ends, busy == 0)
+                busy = self.max_batch - len(free)
+            if busy == 0:
+                if closed:
                     return
                 continue
             if on_batch is not None:
-                on_batch(len(slots))
-            yield from self._advance(slots)
-            yield from self._evict_cancelled(slots)
+                on_batch(busy)
+            top = self._compact(occupants, free, busy, step)
+            kv_len = min(
+                self.n_ctx,
+                1 + max(step - o.start_step for o in occupants[:top] if o is not None),
+            )
+            batch = self._run_step(top, kv_len)
+            self.stats.busy_rows_stepped += busy
+            self._push_flags(flags, step, batch)
+            # A window known to end at this step is collected without a step's lag.
+            wait = ends.pop(step, 0) > 0
+            step += 1
+            for finished in self._ready_flags(flags, wait):
+                yield from self._collect(finished, occupants, free)
+            if step % CANCEL_POLL_STEPS == 0:
+                yield from self._evict_cancelled(occupants, free)
+            busy = self.max_batch - len(free)
 
-    def _evict_cancelled(self, slots: list[_Slot]) -> Iterator[DecodeResult]:
-        for i in reversed(range(len(slots))):
-            check = slots[i].request.is_cancelled
-            if check is not None and check():
-                yield DecodeResult.dropped(slots[i].request)
-                self._free(slots, i)
+    def _take(
+        self,
+        feed: RequestFeed,
+        occupants: list[_Occupant | None],
+        free: list[int],
+        step: int,
+        ends: Counter[int],
+        wait: bool,
+    ) -> Generator[DecodeResult, None, bool]:
+        """Fill free slots from the feed; returns True once the feed is closed and drained."""
+        while free:
+            batch = feed.take(min(len(free), self.encoder_batch), wait=wait)
+            if batch is None:
+                return True
+            if not batch:
+                return False
+            wait = False
+            live = []
+            for request in batch:
+                if request.is_cancelled is not None and request.is_cancelled():
+                    yield DecodeResult.dropped(request)
+                else:
+                    live.append(request)
+            if live:
+                self._admit(live, occupants, free, step, ends)
+        return False
 
-    def _free(self, slots: list[_Slot], i: int) -> None:
-        """Release slot i, moving the last busy slot into it so busy slots stay packed."""
-        last = len(slots) - 1
-        if i != last:
-            self._move_slot(last, i, slots[last].position)
-            slots[i] = slots[last]
-        slots.pop()
+    def _admit(
+        self,
+        requests: list[DecodeRequest],
+        occupants: list[_Occupant | None],
+        free: list[int],
+        step: int,
+        ends: Counter[int],
+    ) -> None:
+        admissions = [Admission(self._prompt(r), r.fixed_new_tokens) for r in requests]
+        encoded = self._encode_all(requests)
+        rows = [heapq.heappop(free) for _ in requests]
+        self.decoder.fill_cross(torch.tensor(rows, device=self.device), encoded)
+        self.state.admit(rows, admissions)
+        for i, (row, request) in enumerate(zip(rows, requests, strict=True)):
+            kept = encoded[i].clone() if request.keep_encoded else None
+            end = None
+            if request.fixed_new_tokens > 0:
+                # Prompt token k is fed at step + k; the last prompt token's step
+                # generates token 1, so token N comes at step + len(prompt) + N - 2.
+                end = step + len(admissions[i].prompt) + request.fixed_new_tokens - 2
+                ends[end] += 1
+            occupants[row] = _Occupant(request, kept, step, step, end)
 
-    def _advance(self, slots: list[_Slot]) -> Iterator[DecodeResult]:
-        t = self.tokens
+    def _compact(
+        self, occupants: list[_Occupant | None], free: list[int], busy: int, step: int
+    ) -> int:
+        """Move busy rows down when that shrinks the step's bucket; returns the rows to step.
 
-        inputs = [s.prompt[s.position] if s.position < len(s.prompt) else s.generated[-1]
-                  for s in slots]
-        positions = [s.position for s in slots]
-        kv_len = max(positions) + 1
-        logits = self._step(
-            torch.tensor(inputs, device=self.device, dtype=torch.long),
-            torch.tensor(positions, device=self.device, dtype=torch.long),
-            kv_len,
-        )
-        generating = [i for i, s in enumerate(slots) if s.position + 1 >= len(s.prompt)]
-        chosen: dict[int, tuple[int, float]] = {}
-        if generating:
-            index = torch.tensor(generating, device=self.device)
-            scores = self._apply_rules(logits[index], [slots[i] for i in generating])
-            best = scores.argmax(dim=-1)
-            logprobs = F.log_softmax(scores, dim=-1).gather(1, best[:, None])[:, 0]
-            for i, token, logprob in zip(
-                generating, best.tolist(), logprobs.tolist(), strict=True
-            ):
-                chosen[i] = (int(token), float(logprob))
-        for i, slot in enumerate(slots):
-            if slot.position == 0:
-                slot.no_speech_prob = float(torch.softmax(logits[i], dim=-1)[t.no_speech])
-                if slot.detect_language:
-                    best = logits[i].masked_fill(self._language_mask, -math.inf).argmax()
-                    slot.prompt[1] = int(best)
-            if i in chosen:
-                token, logprob = chosen[i]
-                if token != t.eot:
-                    slot.sum_logprob += logprob
-                slot.generated.append(token)
-            slot.position += 1
-        finished = [
-            i for i, s in enumerate(slots)
-            if s.generated and (s.generated[-1] == t.eot or s.position >= self.n_ctx)
+        Called after the feed was asked for windows, so a free row below the top
+        means none was waiting.
+        """
+        top = 1 + max(i for i, o in enumerate(occupants) if o is not None)
+        if top == busy or self._bucket(busy) == self._bucket(top):
+            return top
+        holes = [row for row in free if row < busy]
+        movers = [row for row in range(busy, top) if occupants[row] is not None]
+        source = torch.tensor(movers, device=self.device)
+        target = torch.tensor(sorted(holes), device=self.device)
+        self.decoder.move(source, target)
+        self.state.move(source, target)
+        for src, dst in zip(movers, sorted(holes), strict=True):
+            occupant = occupants[src]
+            if occupant is not None:
+                occupant.since_step = step
+            occupants[dst], occupants[src] = occupant, None
+        free[:] = [row for row in free if row >= busy] + movers
+        heapq.heapify(free)
+        self.stats.compactions += 1
+        self.stats.rows_moved += len(movers)
+        return busy
+
+    # ------------------------------------------------------- finished flags
+
+    def _flag_buffers(self) -> _Flags:
+        count = LOOKAHEAD_STEPS + 1
+        if self.device.type != "cuda":
+            return _Flags([torch.zeros(self.max_batch, dtype=torch.bool)], [None])
+        buffers = [
+            torch.zeros(self.max_batch, dtype=torch.bool).pin_memory() for _ in range(count)
         ]
-        for i in reversed(finished):
-            slot = slots[i]
-            done = slot.generated[-1] == t.eot
-            tokens = tuple(slot.generated[:-1] if done else slot.generated)
-            language = (
-                t.language_code(slot.prompt[1]) if t.is_multilingual else "en"
-            )
-            yield DecodeResult(
-                key=slot.request.key,
-                tokens=tokens,
-                prompt=tuple(slot.prompt),
-                language=language,
-                sum_logprob=slot.sum_logprob,
-                no_speech_prob=slot.no_speech_prob,
-                truncated=not done,
-                encoded=slot.encoded,
-            )
-            self._free(slots, i)
+        return _Flags(buffers, [torch.cuda.Event() for _ in range(count)])
 
+    def _push_flags(self, flags: _Flags, step: int, batch: int) -> None:
+        if flags.events[0] is None:  # CPU: the step is done when it returns
+            flags.buffers[0][:batch].copy_(self.state.finished[:batch])
+            flags.queue.append((0, step, batch))
+            return
+        if len(flags.queue) == len(flags.buffers):
+            raise RuntimeError("finished-flag buffers overrun")  # _ready_flags keeps one free
+        index = flags.next_buffer
+        flags.next_buffer = (index + 1) % len(flags.buffers)
+        flags.buffers[index][:batch].copy_(self.state.finished[:batch], non_blocking=True)
+        flags.events[index].record()
+        flags.queue.append((index, step, batch))
+
+    def _ready_flags(self, flags: _Flags, wait: bool) -> Iterator[tuple[int, list[int]]]:
+        """(step, finished rows) of snapshots the device has delivered.
+
+        Waits only when the host is ``LOOKAHEAD_STEPS`` ahead (or ``wait``), so
+        the GPU always has queued work while the host looks at earlier steps.
+        """
+        while flags.queue:
+            index, step, batch = flags.queue[0]
+            event = flags.events[index]
+            if event is not None:
+                if wait or len(flags.queue) > LOOKAHEAD_STEPS:
+                    event.synchronize()
+                elif not event.query():
+                    return
+            flags.queue.popleft()
+            rows = torch.nonzero(flags.buffers[index][:batch]).flatten().tolist()
+            if rows:
+                yield step, rows
+
+    def _collect(
+        self,
+        finished: tuple[int, list[int]],
+        occupants: list[_Occupant | None],
+        free: list[int],
+    ) -> Iterator[DecodeResult]:
+        """Results of rows a snapshot shows finished, unless already collected or reused."""
+        snapshot_step, rows = finished
+        mine = []
+        for row in rows:
+            occupant = occupants[row]
+            if occupant is not None and occupant.since_step <= snapshot_step:
+                mine.append(row)
+        if not mine:
+            return
+        t = self.tokens
+        for row, harvest in zip(mine, self.state.harvest(mine), strict=True):
+            occupant = occupants[row]
+            if occupant is None:
+                continue
+            occupants[row] = None
+            heapq.heappush(free, row)
+            language = t.language_code(harvest.prompt[1]) if t.is_multilingual else "en"
+            yield DecodeResult(
+                key=occupant.request.key,
+                tokens=harvest.tokens,
+                prompt=harvest.prompt,
+                language=language,
+                sum_logprob=harvest.sum_logprob,
+                no_speech_prob=harvest.no_speech_prob,
+                truncated=not (harvest.ended_by_eot or harvest.reached_fixed),
+                encoded=occupant.encoded,
+            )
+
+    def _evict_cancelled(
+        self, occupants: list[_Occupant | None], free: list[int]
+    ) -> Iterator[DecodeResult]:
+        rows = []
+        for row, occupant in enumerate(occupants):
+            check = None if occupant is None else occupant.request.is_cancelled
+            if occupant is not None and check is not None and check():
+                rows.append(row)
+                occupants[row] = None
+                heapq.heappush(free, row)
+                yield DecodeResult.dropped(occupant.request)
+        if rows:
+            self.state.deactivate(rows)

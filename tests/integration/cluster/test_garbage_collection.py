@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 from steno_devcluster.controlplane import ControlPlane
 from steno_devcluster.kubeapi import KubeApi
 from steno_devcluster.kubelet import ProcessKubelet
+from steno_devcluster.processes import log_tail
 from steno_devcluster.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -45,16 +47,31 @@ def _owned_pod(name: str, owner: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _wait_running(api: KubeApi, path: str) -> None:
+def _describe(api: KubeApi, path: str, control_plane: ControlPlane) -> str:
+    pod = api.get_or_none(path)
+    state = (
+        "gone"
+        if pod is None
+        else json.dumps({"metadata": pod["metadata"], "status": pod.get("status")}, indent=1)
+    )
+    log = control_plane.logs_dir / "kube-controller-manager.log"
+    gc_lines = [line for line in log_tail(log, 2000).splitlines() if "garbage" in line.lower()][
+        -20:
+    ]
+    return f"pod: {state}\ncontroller manager (garbage collector):\n" + "\n".join(gc_lines)
+
+
+def _wait_running(api: KubeApi, path: str, control_plane: ControlPlane) -> None:
     wait_for(
         lambda: api.get(path).get("status", {}).get("phase") == "Running",
         GC_TIMEOUT_S,
         f"{path} to run",
+        describe=lambda: _describe(api, path, control_plane),
     )
 
 
 def test_deleting_the_owner_deletes_the_owned_pod(
-    kube_api: KubeApi, namespace: str, process_kubelet: ProcessKubelet
+    control_plane: ControlPlane, kube_api: KubeApi, namespace: str, process_kubelet: ProcessKubelet
 ) -> None:
     owner = kube_api.create(
         f"/api/v1/namespaces/{namespace}/configmaps",
@@ -63,7 +80,7 @@ def test_deleting_the_owner_deletes_the_owned_pod(
     owner["apiVersion"], owner["kind"] = "v1", "ConfigMap"
     pod_path = f"/api/v1/namespaces/{namespace}/pods/owned"
     kube_api.create(f"/api/v1/namespaces/{namespace}/pods", _owned_pod("owned", owner))
-    _wait_running(kube_api, pod_path)
+    _wait_running(kube_api, pod_path, control_plane)
 
     kube_api.delete(
         f"/api/v1/namespaces/{namespace}/configmaps/owner", {"propagationPolicy": "Background"}
@@ -72,6 +89,7 @@ def test_deleting_the_owner_deletes_the_owned_pod(
         lambda: kube_api.get_or_none(pod_path) is None,
         GC_TIMEOUT_S,
         "the garbage collector to delete the owned pod",
+        describe=lambda: _describe(kube_api, pod_path, control_plane),
     )
 
 
@@ -123,13 +141,14 @@ def test_custom_resource_owner_after_controller_manager_restart(
 
     pod_path = f"/api/v1/namespaces/{namespace}/pods/owned-by-cr"
     kube_api.create(f"/api/v1/namespaces/{namespace}/pods", _owned_pod("owned-by-cr", owner))
-    _wait_running(kube_api, pod_path)
+    _wait_running(kube_api, pod_path, control_plane)
     kube_api.delete(f"{owners}/job", {"propagationPolicy": "Background"})
     # Well under the ~30 s discovery resync: the restart is what made it fast.
     wait_for(
         lambda: kube_api.get_or_none(pod_path) is None,
         20,
         "the garbage collector to delete the pod owned by a custom resource",
+        describe=lambda: _describe(kube_api, pod_path, control_plane),
     )
 
 
