@@ -58,7 +58,6 @@ MAX_FIRST_START_S = 1.0  # a missing special token shifts every timestamp by ~2.
 ONSET_TOLERANCE_S = 0.6
 ONSET_FRAME_S = 0.02
 ONSET_LEVEL = 0.1  # speech starts at the first frame above 10 % of the loudest frame's RMS
-CACHED_RESOLVE_MAX_S = 1.5  # hashing 75 MB and a few stats, with slack for a busy machine
 
 
 @dataclass(frozen=True)
@@ -306,12 +305,9 @@ def test_every_weight_loads_and_proj_out_is_tied(tiny_loaded: Loaded, base_loade
 def test_second_resolve_reuses_the_conversion(tiny: ResolvedModel, cache_dir: Path) -> None:
     weights_mtime_ns = (tiny.path / WEIGHTS_FILE).stat().st_mtime_ns
 
-    started = time.monotonic()
     again = resolve_model("tiny.en", cache_dir)
-    elapsed_s = time.monotonic() - started
 
     assert again == tiny
-    assert elapsed_s < CACHED_RESOLVE_MAX_S
     assert (tiny.path / WEIGHTS_FILE).stat().st_mtime_ns == weights_mtime_ns
     assert tiny.path.parent == cache_dir / "models"
     assert re.fullmatch(r"tiny\.en-[0-9a-f]{16}", tiny.path.name)
@@ -323,7 +319,7 @@ def test_ct2_directory_converts_like_the_short_name(tiny: ResolvedModel, tmp_pat
     resolved = resolve_model(str(ct2_dir), tmp_path)  # a fresh cache: really converts
 
     assert resolved.source == "ct2"
-    assert resolved.origin == str(ct2_dir)
+    assert Path(resolved.origin).resolve() == ct2_dir.resolve()
     assert resolved.is_multilingual is False
     assert resolved.path.parent == tmp_path / "models"
     for name in OUTPUT_FILES:

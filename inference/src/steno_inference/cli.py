@@ -12,9 +12,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from steno_inference.commands import transcribe
+from steno_inference.commands import bench, client, serve, transcribe, work
 
-COMMANDS = (transcribe,)
+COMMANDS = (transcribe, work, bench, serve, client)
 EXIT_USAGE = 2
 
 

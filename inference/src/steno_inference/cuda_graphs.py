@@ -25,6 +25,7 @@ import bisect
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -72,7 +73,7 @@ class StepGraphs:
         self.batch_buckets = batch_buckets(max_batch)
         self.kv_buckets = tuple(sorted({min(k, n_ctx) for k in KV_BUCKETS} | {n_ctx}))
         self._graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
-        self._pool: tuple[int, int] | None = None
+        self._pool: Any = None  # torch's graph pool handle (its type is private)
         self.capture_s = 0.0  # time spent capturing, for the benchmark's report
 
     def bucket(self, batch: int, kv_len: int) -> tuple[int, int]:
@@ -98,7 +99,7 @@ class StepGraphs:
     def _capture(self, batch: int, kv_len: int) -> torch.cuda.CUDAGraph:
         started = time.perf_counter()
         saved = self._state.snapshot()
-        side = torch.cuda.Stream()
+        side = torch.cuda.Stream()  # type: ignore[no-untyped-call]
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             self._body(batch, kv_len)

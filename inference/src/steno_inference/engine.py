@@ -40,6 +40,7 @@ from steno_inference.audio import (
     display_name,
     iter_pcm_blocks,
 )
+from steno_inference.batching import plan_batch
 from steno_inference.features import LogMel
 from steno_inference.options import OptionsError, TranscribeOptions
 from steno_inference.runner import DecodeRequest, DecodeResult, WhisperRunner
@@ -71,7 +72,8 @@ class EngineConfig:
     device: str = "auto"  # auto: cuda:0 when available, else cpu
     dtype: str = "auto"  # auto: fp16 on GPU, fp32 on CPU
     attention: str = "auto"  # encoder attention: flash (flash-attn), sdpa, eager
-    batch_size: int | None = None  # decoder slots; None: chosen from the device
+    batch_size: int | None = None  # decoder slots; None: chosen from the device's free memory
+    memory_cap_gib: float | None = None  # all device memory the engine may hold (24 GB card: 24)
     vad: bool = True  # find speech first; off: back-to-back 30 s windows
     cache_dir: Path | None = None  # converted models; None: $STENO_CACHE_DIR or ~/.cache/steno
 
@@ -178,14 +180,6 @@ def resolve_attention(attention: str, device: torch.device) -> str:
     return attention
 
 
-def default_batch_size(device: torch.device, bytes_per_slot: int) -> int:
-    """Decoder slots: a quarter of free GPU memory for caches (max 256), 8 on CPU."""
-    if device.type != "cuda":
-        return 8
-    free, _total = torch.cuda.mem_get_info(device)
-    return max(1, min(256, int(free * 0.25) // max(1, bytes_per_slot)))
-
-
 class Engine:
     """One loaded model on one device, shared by every caller of this process."""
 
@@ -208,14 +202,13 @@ class Engine:
         self.device = device
         self.dtype = dtype
         self.model_name = model_name
-        n_layers = len(model.model.decoder.layers)
-        attn = model.model.decoder.layers[0].self_attn
-        per_slot = WhisperRunner.cache_bytes_per_slot(
-            n_layers, int(attn.num_heads), int(attn.head_dim),
-            tokens.max_target_positions, torch.finfo(dtype).bits // 8,
+        plan = plan_batch(
+            model, dtype, device, tokens.max_target_positions, config.memory_cap_gib
         )
-        batch = config.batch_size or default_batch_size(device, per_slot)
-        self.runner = WhisperRunner(model, tokens, device, dtype, max_batch=batch)
+        batch = config.batch_size or plan.slots
+        self.runner = WhisperRunner(
+            model, tokens, device, dtype, max_batch=batch, encoder_batch=plan.encoder_batch
+        )
         self.features = LogMel(int(model.config.num_mel_bins), device)
         self.aligner = WordAligner(model, tokens, self._decode_tokens)
         self._vad_models: queue.SimpleQueue[Any] = queue.SimpleQueue()

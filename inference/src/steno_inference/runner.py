@@ -294,6 +294,12 @@ class WhisperRunner:
         self.stats.rows_stepped += batch
         return batch
 
+    def _use_device(self) -> None:
+        # Streams, events and graphs go to the thread's current device: with one
+        # replica per GPU, each driving thread must name its own.
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+
     def _bucket(self, rows: int) -> int:
         if self.graphs is None:
             return rows
@@ -308,6 +314,7 @@ class WhisperRunner:
         """
         if self.graphs is None:
             return 0.0
+        self._use_device()
         limit = self.n_ctx if max_tokens is None else min(self.n_ctx, max_tokens)
         kv = [k for k in self.graphs.kv_buckets if k <= limit]
         kv.append(self.graphs.bucket(1, limit)[1])
@@ -341,6 +348,7 @@ class WhisperRunner:
         A feed is polled without blocking while any slot is busy, so windows
         that arrive mid-way join the running batch at the next step.
         """
+        self._use_device()
         feed = requests if isinstance(requests, RequestFeed) else IterableFeed(requests)
         occupants: list[_Occupant | None] = [None] * self.max_batch
         free = list(range(self.max_batch))  # a heap: new windows take the lowest rows
@@ -463,7 +471,8 @@ class WhisperRunner:
         buffers = [
             torch.zeros(self.max_batch, dtype=torch.bool).pin_memory() for _ in range(count)
         ]
-        return _Flags(buffers, [torch.cuda.Event() for _ in range(count)])
+        events = [torch.cuda.Event() for _ in range(count)]  # type: ignore[no-untyped-call]
+        return _Flags(buffers, events)
 
     def _push_flags(self, flags: _Flags, step: int, batch: int) -> None:
         if flags.events[0] is None:  # CPU: the step is done when it returns

@@ -200,7 +200,7 @@ class SlotState:
         return self.next_token[:batch], positions
 
     def advance(self, logits: torch.Tensor) -> None:
-        """Apply the rules to float32 ``logits`` (batch, vocab), choose, and update rows in place."""
+        """Apply the rules to float32 ``logits`` (batch, vocab), choose, update rows in place."""
         t = self.tokens
         b = logits.shape[0]
         active = self.active[:b]

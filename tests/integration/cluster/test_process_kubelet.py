@@ -325,12 +325,19 @@ def test_pod_asking_for_too_many_gpus_stays_pending_with_a_scheduler_event(
     event = wait_for(scheduler_event, POD_TIMEOUT_S, "the scheduler's FailedScheduling event")
     assert f"Insufficient {GPU_RESOURCE}" in event["message"]
     assert event["type"] == "Warning"
+
+    def unschedulable_condition() -> dict[str, Any] | None:
+        # The scheduler writes the event and the pod's condition separately.
+        pod = _get_pod(kube_api, namespace, "greedy") or {}
+        conditions = pod.get("status", {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "PodScheduled"), None)
+
+    scheduled = wait_for(unschedulable_condition, POD_TIMEOUT_S, "the PodScheduled condition")
+    assert (scheduled["status"], scheduled["reason"]) == ("False", "Unschedulable")
     pod_now = _get_pod(kube_api, namespace, "greedy")
     assert pod_now is not None
     assert pod_now["status"]["phase"] == "Pending"
     assert not pod_now["spec"].get("nodeName")
-    scheduled = next(c for c in pod_now["status"]["conditions"] if c["type"] == "PodScheduled")
-    assert (scheduled["status"], scheduled["reason"]) == ("False", "Unschedulable")
 
 
 def test_job_completes_through_the_job_controller(

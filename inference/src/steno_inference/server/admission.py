@@ -37,11 +37,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
-from steno_inference.server.errors import Overloaded
+from steno_inference.server.failures import Overloaded
+from steno_inference.server.limits import DEFAULT_LONG_CALL_RESERVE_S, DEFAULT_MAX_QUEUE_AUDIO_S
 
-DEFAULT_MAX_QUEUE_AUDIO_S = 600.0  # ten minutes of audio accepted and not yet decoded
-# Two Whisper windows: a short call fits whole; anything longer is paced.
-DEFAULT_LONG_CALL_RESERVE_S = 60.0
 THROUGHPUT_WINDOW_S = 30.0  # decoded audio over the last 30 s gives the throughput
 DEFAULT_RETRY_AFTER_S = 1.0  # the hint before any throughput has been measured
 MIN_RETRY_AFTER_S = 0.1

@@ -28,96 +28,26 @@ from steno_inference.audio import AudioError, AudioNotFoundError
 from steno_inference.engine import EngineError
 from steno_inference.models.errors import ModelError
 from steno_inference.options import OptionsError
+from steno_inference.server.failures import (
+    GRPC_RETRY_PUSHBACK_KEY,
+    RETRY_AFTER_KEY,
+    AudioTooLarge,
+    BadRequest,
+    CallCancelled,
+    DeadlineExpired,
+    Draining,
+    ModelNotServed,
+    NoShard,
+    Overloaded,
+    ShuttingDown,
+    StorageUnavailable,
+    Unauthenticated,
+    UnsupportedUri,
+)
 
 LOG = logging.getLogger(__name__)
 
-# Trailing metadata of a RESOURCE_EXHAUSTED from a full queue. The first is
-# steno's documented hint; the second is the key gRPC's own retry policies
-# honour (gRFC A6), so a channel configured to retry waits as long as asked.
-RETRY_AFTER_KEY = "retry-after-ms"
-GRPC_RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 MS_PER_S = 1000
-
-
-# ----------------------------------------------------------------- failures
-
-
-class CallRejected(Exception):
-    """A failure of the server's own making; ``str()`` is the one line the caller sees."""
-
-
-class BadRequest(CallRejected):
-    """The request itself is malformed: a missing or contradictory field."""
-
-
-class UnsupportedUri(CallRejected):
-    """A URI of a scheme this server cannot read, or no storage support installed."""
-
-
-class ModelNotServed(CallRejected):
-    """The request names a model this server does not serve."""
-
-
-class AudioTooLarge(CallRejected):
-    """Audio bytes over the stated per-request limit."""
-
-    def __init__(self, size_bytes: int, limit_bytes: int) -> None:
-        super().__init__(
-            f"audio is {size_bytes} bytes; the limit is {limit_bytes} bytes "
-            f"({limit_bytes / (1024 * 1024):g} MiB): use StreamTranscribe or an s3:// URI"
-        )
-        self.size_bytes = size_bytes
-        self.limit_bytes = limit_bytes
-
-
-class Overloaded(CallRejected):
-    """The queue has no room for this call's audio now; ``retry_after_s`` says when."""
-
-    def __init__(self, queued_s: float, wanted_s: float, limit_s: float, retry_after_s: float):
-        super().__init__(
-            f"server busy: {queued_s:.0f} s of audio queued, this call needs {wanted_s:.0f} s, "
-            f"the limit is {limit_s:.0f} s; retry in {retry_after_s:.1f} s"
-        )
-        self.retry_after_s = retry_after_s
-
-
-class Draining(CallRejected):
-    """The server is shutting down and takes no new calls."""
-
-    def __init__(self) -> None:
-        super().__init__("server is draining (shutting down): retry on another replica")
-
-
-class ShuttingDown(CallRejected):
-    """The call was still running when the drain's grace period ended."""
-
-    def __init__(self) -> None:
-        super().__init__("server shut down before the call finished: retry on another replica")
-
-
-class DeadlineExpired(CallRejected):
-    """The caller's deadline passed before the call was done."""
-
-    def __init__(self) -> None:
-        super().__init__("deadline exceeded before the transcription finished")
-
-
-class CallCancelled(CallRejected):
-    """The caller cancelled the call."""
-
-    def __init__(self) -> None:
-        super().__init__("call cancelled by the client")
-
-
-class NoShard(CallRejected):
-    """Progress was asked of a server that works on no shard (a serving pool)."""
-
-    def __init__(self) -> None:
-        super().__init__("this server is a serving pool, not a job pod: it has no progress")
-
-
-class Unauthenticated(CallRejected):
-    """No bearer token, or not one of the server's."""
 
 
 # -------------------------------------------------------------------- table
@@ -144,6 +74,7 @@ STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (ModelError, _C.NOT_FOUND),
     (AudioTooLarge, _C.RESOURCE_EXHAUSTED),  # as gRPC itself reports an oversize message
     (Overloaded, _C.RESOURCE_EXHAUSTED),  # with the retry hint in trailing metadata
+    (StorageUnavailable, _C.UNAVAILABLE),  # the store stayed down through its retries
     (Draining, _C.UNAVAILABLE),
     (ShuttingDown, _C.UNAVAILABLE),
     (DeadlineExpired, _C.DEADLINE_EXCEEDED),
