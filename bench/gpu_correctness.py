@@ -8,8 +8,12 @@ speech fixtures nor PyAV/silero:
     # there (GPU; torch + transformers only):
     python bench/gpu_correctness.py check bench/carry/tiny --out bench/results/gpu-correctness-h100.json
 
-Weights travel as int8 per row with an fp16 scale per row (tensors of at least
-65,536 elements; smaller ones stay fp16), under the device tool's 64 MiB.
+Weights travel as int8 with an fp16 scale per group of 32 consecutive inputs
+(tensors of at least 65,536 elements; smaller ones stay fp16): 40 MB, under
+the device tool's 64 MiB, where the fp16 weights (75.5 MB) do not fit and do
+not compress losslessly below 65 MB. On the CPU this quantization alone
+moves greedy tokens of some windows (measured: 95.8 % token agreement with
+the original weights, 15 of 20 windows identical; int8 per row gave 94.2 %).
 CPU tokens are computed twice: with the original weights, and with the
 weights as restored from int8, so the GPU's own numerics (fp16, other
 kernels) are judged apart from the quantization.
@@ -39,6 +43,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 QUANTIZE_MIN_ELEMENTS = 65_536  # smaller tensors (norms, biases) stay fp16
 INT8_MAX = 127
+GROUP = 32  # inputs sharing one scale: 1/16 byte of scale per weight
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.json", "merges.txt", "preprocessor_config.json")
 MODEL_FILES = ("config.json", "generation_config.json")
@@ -56,9 +61,11 @@ def quantize(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             packed[name] = tensor.half()
             continue
         rows = tensor.reshape(tensor.shape[0], -1)
-        scale = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / INT8_MAX
-        packed[name + ".q"] = torch.round(rows / scale).to(torch.int8)
-        packed[name + ".scale"] = scale.half()
+        group = GROUP if rows.shape[1] % GROUP == 0 else rows.shape[1]
+        groups = rows.reshape(rows.shape[0], -1, group)
+        scale = (groups.abs().amax(dim=2, keepdim=True).clamp(min=1e-8) / INT8_MAX).half()
+        packed[name + ".q"] = torch.round(groups / scale.float()).to(torch.int8)
+        packed[name + ".scale"] = scale
         packed[name + ".shape"] = torch.tensor(tensor.shape)
     return packed
 

@@ -46,10 +46,11 @@ M4A_SOURCE = LIBRIVOX_DIR / "sense_and_sensibility_01_austen_64kb-0870.wav"
 
 def storage_for(store: Any, **changes: Any) -> ObjectStorage:
     """An ObjectStorage on the test's SeaweedFS, with its credentials."""
-    config = StorageConfig(
-        endpoint_url=store.endpoint, region=store.region,
-        credentials=StaticCredentials(store.access_key, store.secret_key), **changes,
-    )
+    settings: dict[str, Any] = {
+        "endpoint_url": store.endpoint, "region": store.region,
+        "credentials": StaticCredentials(store.access_key, store.secret_key),
+    }
+    config = StorageConfig(**{**settings, **changes})
     return ObjectStorage.from_config(config)
 
 

@@ -68,6 +68,8 @@ class Reason(enum.StrEnum):
     PLANNED = "Planned"
     INVALID_SPEC = "InvalidSpec"
     PLANNING_FAILED = "PlanningFailed"
+    SECRET_NOT_FOUND = "SecretNotFound"
+    STORAGE_ERROR = "StorageError"
     OUTPUT_IN_USE = "OutputInUse"
     NO_INPUTS = "NoInputs"
     WAITING_FOR_PODS = "WaitingForPods"

@@ -289,7 +289,8 @@ def list_inputs(store: ObjectStore, spec: TranscriptionJobSpec) -> tuple[list[Li
     listed = [Listed(f"s3://{bucket}/{key}", store.head(f"s3://{bucket}/{key}"))
               for bucket, key in named]
     keys = [key for _, key in named]
-    return listed, folder(os.path.commonprefix(keys)) if keys else ""
+    # Character-wise on purpose, as the worker does: the folder is cut at the last "/".
+    return listed, folder(os.path.commonprefix(keys)) if keys else ""  # noqa: RUF071
 
 
 # --- the stored plan -----------------------------------------------------------

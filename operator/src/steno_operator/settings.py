@@ -146,7 +146,7 @@ def settings_from_env(env: Mapping[str, str], **overrides: Any) -> OperatorSetti
         ttl_seconds_after_finished=_int(env, "STENO_TTL_SECONDS_AFTER_FINISHED",
                                         DEFAULT_TTL_SECONDS_AFTER_FINISHED, 0),
     )
-    tolerations = (GPU_TOLERATION,)
+    tolerations: tuple[Toleration, ...] = (GPU_TOLERATION,)
     if "STENO_TOLERATIONS" in env:
         raw = _json(env, "STENO_TOLERATIONS")
         if not isinstance(raw, list):

@@ -88,7 +88,9 @@ OBJECT_URI_PATTERN = rf"^s3://{_BUCKET}/.*[^/]$"
 INPUT_PREFIX_PATTERN = rf"^s3://{_BUCKET}(/.*)?$"
 # A prefix steno writes under: relative path segments only, none empty, "." or
 # "..", no backslash or control character (the worker's rule for keys it writes).
-_SEGMENT = r"([^/\\.\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]*|\.[^/\\.\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]*|\.\.[^/\\\x00-\x1f\x7f]+)"
+_KEY_CHAR = r"[^/\\\x00-\x1f\x7f]"  # any character but "/", "\\" and control characters
+_FIRST_CHAR = r"[^/\\.\x00-\x1f\x7f]"  # the same, and not "."
+_SEGMENT = rf"({_FIRST_CHAR}{_KEY_CHAR}*|\.{_FIRST_CHAR}{_KEY_CHAR}*|\.\.{_KEY_CHAR}+)"
 OUTPUT_PREFIX_PATTERN = rf"^s3://{_BUCKET}(/({_SEGMENT}/)*({_SEGMENT}/?)?)?$"
 # "auto", or an ISO 639 code as Whisper names languages ("en", "haw", "yue").
 LANGUAGE_PATTERN = r"^(auto|[a-z]{2,3})$"
