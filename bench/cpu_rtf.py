@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from steno_inference.engine import Engine, EngineConfig
 from steno_inference.options import TranscribeOptions
 

@@ -6,7 +6,8 @@ speech fixtures nor PyAV/silero:
     # here (CPU): pack weights, tokenizer, speech windows and CPU fp32 tokens
     .venv/bin/python bench/gpu_correctness.py pack bench/carry/tiny
     # there (GPU; torch + transformers only):
-    python bench/gpu_correctness.py check bench/carry/tiny --out bench/results/gpu-correctness-h100.json
+    python bench/gpu_correctness.py check bench/carry/tiny \
+        --out bench/results/gpu-correctness-h100.json
 
 Weights travel as int8 with an fp16 scale per group of 32 consecutive inputs
 (tensors of at least 65,536 elements; smaller ones stay fp16): 40 MB, under

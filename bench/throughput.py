@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference" / "src"))
 
-from steno_inference.commands import bench  # noqa: E402
+from steno_inference.commands import bench
 
 
 def main() -> int:

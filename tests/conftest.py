@@ -1,3 +1,6 @@
 """Shared pytest configuration: the development-cluster fixtures."""
 
-pytest_plugins = ["steno_devcluster.pytest_plugin"]
+pytest_plugins = [
+    "steno_devcluster.pytest_plugin",
+    "support.grpc_server",  # serve, channels: gRPC servers around the test engine
+]

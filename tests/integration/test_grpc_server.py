@@ -13,7 +13,6 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
@@ -23,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from steno_api.v1 import transcription_pb2 as pb
 from steno_api.v1 import transcription_pb2_grpc as pb_grpc
 from steno_inference.progress import FileFailure, ProgressBoard
-from steno_inference.server.server import SERVICE_NAME, ServerSettings, StenoServer, build_server
+from steno_inference.server.server import SERVICE_NAME
 from support.grpc_server import EncoderGate, make_certificates, wait_until
 from support.speech import librivox_utterances, normalize_text, read_wav
 
@@ -35,46 +34,6 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 # ----------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def serve(tiny_engine) -> Iterator:
-    """Start servers on 127.0.0.1:0 around the shared engine; stopped after the test."""
-    servers: list[StenoServer] = []
-
-    def start(*, serving: bool = True, progress=None, open_uri=None, **settings) -> StenoServer:
-        server = build_server(
-            tiny_engine, ServerSettings(host="127.0.0.1", port=0, **settings),
-            progress=progress, open_uri=open_uri,
-        )
-        server.start()
-        if serving:
-            server.set_serving()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-    # The next test shares the engine: nothing of this one may still be queued.
-    wait_until(
-        lambda: tiny_engine.stats().queued_windows == 0 and tiny_engine.stats().busy_slots == 0,
-        60, "an idle decoder",
-    )
-
-
-@pytest.fixture
-def channels() -> Iterator:
-    opened: list[grpc.Channel] = []
-
-    def open_channel(server: StenoServer) -> grpc.Channel:
-        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
-        opened.append(channel)
-        return channel
-
-    yield open_channel
-    for channel in opened:
-        channel.close()
 
 
 @pytest.fixture
@@ -385,7 +344,7 @@ def _opener(utterance):
     def open_uri(uri: str):
         key = uri.removeprefix("s3://bucket/")
         if key == "speech.wav":
-            return open(utterance.path, "rb")  # noqa: SIM115 - the server closes it
+            return open(utterance.path, "rb")
         if key == "missing.wav":
             raise FileNotFoundError(uri)
         if key == "denied.wav":

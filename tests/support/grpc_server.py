@@ -13,11 +13,14 @@ import datetime
 import ipaddress
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+IDLE_TIMEOUT_S = 60.0  # after a test, the shared engine must drain within this
 GATE_TIMEOUT_S = 120.0  # a gate left closed by a failing test opens by itself
 POLL_S = 0.02
 
@@ -57,6 +60,56 @@ class EncoderGate:
     def __exit__(self, *exc: object) -> None:
         self._open.set()
         del self._runner.encode
+
+
+# ----------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def serve(tiny_engine: Any) -> Iterator[Callable[..., Any]]:
+    """Start servers on 127.0.0.1:0 around the shared engine; stopped after the test."""
+    from steno_inference.server.server import ServerSettings, build_server
+
+    servers: list[Any] = []
+
+    def start(
+        *, serving: bool = True, progress: Any = None, open_uri: Any = None, **settings: Any
+    ) -> Any:
+        server = build_server(
+            tiny_engine, ServerSettings(host="127.0.0.1", port=0, **settings),
+            progress=progress, open_uri=open_uri,
+        )
+        server.start()
+        if serving:
+            server.set_serving()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+    # The next test shares the engine: nothing of this one may still be queued.
+    wait_until(
+        lambda: tiny_engine.stats().queued_windows == 0 and tiny_engine.stats().busy_slots == 0,
+        IDLE_TIMEOUT_S, "an idle decoder",
+    )
+
+
+@pytest.fixture
+def channels() -> Iterator[Callable[[Any], Any]]:
+    """Insecure channels to servers, closed after the test."""
+    import grpc
+
+    opened: list[Any] = []
+
+    def open_channel(server: Any) -> Any:
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        opened.append(channel)
+        return channel
+
+    yield open_channel
+    for channel in opened:
+        channel.close()
 
 
 # ------------------------------------------------------------- certificates

@@ -16,6 +16,7 @@ from pathlib import Path
 ZYGOTE = Path(__file__).with_name("worker_zygote.py")
 READY_TIMEOUT_S = 120.0  # importing torch and transformers on two busy cores
 LINE_TIMEOUT_S = 30.0
+LOG_POLL_S = 0.02
 
 
 @dataclass
@@ -93,6 +94,16 @@ class WorkerZygote:
             except queue.Empty:
                 return None
         return run.exit_code
+
+    def wait_for_log(self, run: WorkerRun, text: str, timeout_s: float) -> float | None:
+        """When ``text`` appeared in the run's log (monotonic), or None if the run ended first."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if text in run.text():
+                return time.monotonic()
+            if self.wait(run, LOG_POLL_S) is not None:
+                return time.monotonic() if text in run.text() else None
+        raise TimeoutError(f"worker {run.tag}: no {text!r} in {timeout_s:.0f} s")
 
     def kill(self, run: WorkerRun, timeout_s: float = LINE_TIMEOUT_S) -> int:
         """SIGKILL the run (if still running) and return its exit code."""

@@ -36,6 +36,7 @@ separate teacher-forced pass, so this loop keeps fused attention kernels.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -50,6 +51,7 @@ import torch
 from steno_inference.batching import ENCODER_BATCH, is_out_of_memory
 from steno_inference.cuda_graphs import StepGraphs
 from steno_inference.decoder_pass import N_AUDIO_CTX, DecoderPass
+from steno_inference.encoder_pipeline import EncoderPipeline
 from steno_inference.slot_state import NO_TOKEN, Admission, SlotState
 from steno_inference.tokens import WhisperTokens
 
@@ -196,7 +198,9 @@ class WhisperRunner:
         self.vocab = int(model.model.decoder.embed_tokens.weight.shape[0])
         self.decoder = self._allocate(max_batch)
         self.max_batch = self.decoder.slots
-        self.encoder_batch = encoder_batch or min(self.max_batch, ENCODER_BATCH)
+        self.pipeline = EncoderPipeline(
+            self._encode_requests, device, encoder_batch or min(self.max_batch, ENCODER_BATCH)
+        )
         self.state = SlotState(self.max_batch, tokens, self.vocab, device)
         self.graphs: StepGraphs | None = None
         if cuda_graphs and device.type == "cuda":
@@ -255,26 +259,13 @@ class WhisperRunner:
             self._log_mel = LogMel(int(self.model.config.num_mel_bins), self.device)
         return self._log_mel
 
-    def _encode_all(self, requests: list[DecodeRequest]) -> torch.Tensor:
-        """Encoder states for every request, in encoder batches halved on out-of-memory."""
-        parts: list[torch.Tensor] = []
-        start = 0
-        while start < len(requests):
-            chunk = requests[start : start + self.encoder_batch]
-            try:
-                parts.append(self.encode(self._features(chunk)))
-            except (torch.OutOfMemoryError, RuntimeError) as error:
-                if not is_out_of_memory(error) or self.encoder_batch == 1:
-                    raise
-                self.encoder_batch //= 2
-                self.stats.encoder_oom_splits += 1
-                torch.cuda.empty_cache()
-                LOG.warning("encoder ran out of memory: batch now %d", self.encoder_batch)
-                continue
-            self.stats.encoder_batches += 1
-            start += len(chunk)
-        self.stats.windows_encoded += len(requests)
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+    def _encode_requests(self, requests: list[DecodeRequest]) -> torch.Tensor:
+        return self.encode(self._features(requests))
+
+    @property
+    def encoder_batch(self) -> int:
+        """Windows per encoder call (halved for good after an out-of-memory)."""
+        return self.pipeline.batch
 
     # ------------------------------------------------------------------ step
 
@@ -293,6 +284,10 @@ class WhisperRunner:
         self.stats.steps += 1
         self.stats.rows_stepped += batch
         return batch
+
+    def _on_decode_stream(self) -> contextlib.AbstractContextManager[Any]:
+        stream = self.pipeline.decode_stream
+        return contextlib.nullcontext() if stream is None else torch.cuda.stream(stream)
 
     def _use_device(self) -> None:
         # Streams, events and graphs go to the thread's current device: with one
@@ -318,7 +313,8 @@ class WhisperRunner:
         limit = self.n_ctx if max_tokens is None else min(self.n_ctx, max_tokens)
         kv = [k for k in self.graphs.kv_buckets if k <= limit]
         kv.append(self.graphs.bucket(1, limit)[1])
-        self.graphs.capture(self.graphs.batch_buckets, sorted(set(kv)))
+        with self._on_decode_stream():
+            self.graphs.capture(self.graphs.batch_buckets, sorted(set(kv)))
         return self.graphs.capture_s
 
     # ------------------------------------------------------------------- loop
@@ -346,35 +342,49 @@ class WhisperRunner:
         """Decode every request; results come out as windows finish (not in input order).
 
         A feed is polled without blocking while any slot is busy, so windows
-        that arrive mid-way join the running batch at the next step.
+        that arrive mid-way join the running batch at the next step. Windows
+        are taken one encoder batch ahead of the free slots and encoded while
+        the decoder steps (:mod:`encoder_pipeline`).
         """
         self._use_device()
         feed = requests if isinstance(requests, RequestFeed) else IterableFeed(requests)
+        pipe = self.pipeline
         occupants: list[_Occupant | None] = [None] * self.max_batch
         free = list(range(self.max_batch))  # a heap: new windows take the lowest rows
         flags = self._flag_buffers()
         ends: Counter[int] = Counter()  # steps at which fixed-length windows end
         closed = False
         step = 0
-        busy = 0
         while True:
-            if not closed and free:
-                closed = yield from self._take(feed, occupants, free, step, ends, busy == 0)
+            busy = self.max_batch - len(free)
+            if not closed:
+                room = len(free) + pipe.batch - pipe.waiting()
+                if room > 0:
+                    idle = busy == 0 and pipe.waiting() == 0
+                    closed = yield from self._take(feed, room, wait=idle)
+            if pipe.has_pending() and pipe.encoded() < len(free) + pipe.batch:
+                pipe.launch()  # one batch per step: its kernels run beside the steps
+                self._count_encoder()
+            while free and pipe.ready(wait=busy == 0):
+                with self._on_decode_stream():
+                    taken, states = pipe.take(len(free))
+                    yield from self._admit(taken, states, occupants, free, step, ends)
                 busy = self.max_batch - len(free)
             if busy == 0:
-                if closed:
+                if closed and pipe.waiting() == 0:
                     return
                 continue
             if on_batch is not None:
                 on_batch(busy)
-            top = self._compact(occupants, free, busy, step)
-            kv_len = min(
-                self.n_ctx,
-                1 + max(step - o.start_step for o in occupants[:top] if o is not None),
-            )
-            batch = self._run_step(top, kv_len)
+            with self._on_decode_stream():
+                top = self._compact(occupants, free, busy, step)
+                kv_len = min(
+                    self.n_ctx,
+                    1 + max(step - o.start_step for o in occupants[:top] if o is not None),
+                )
+                batch = self._run_step(top, kv_len)
+                self._push_flags(flags, step, batch)
             self.stats.busy_rows_stepped += busy
-            self._push_flags(flags, step, batch)
             # A window known to end at this step is collected without a step's lag.
             wait = ends.pop(step, 0) > 0
             step += 1
@@ -382,50 +392,66 @@ class WhisperRunner:
                 yield from self._collect(finished, occupants, free)
             if step % CANCEL_POLL_STEPS == 0:
                 yield from self._evict_cancelled(occupants, free)
-            busy = self.max_batch - len(free)
+
+    def _count_encoder(self) -> None:
+        pipe = self.pipeline
+        self.stats.windows_encoded = pipe.windows_encoded
+        self.stats.encoder_batches = pipe.batches_encoded
+        self.stats.encoder_oom_splits = pipe.oom_splits
 
     def _take(
-        self,
-        feed: RequestFeed,
-        occupants: list[_Occupant | None],
-        free: list[int],
-        step: int,
-        ends: Counter[int],
-        wait: bool,
+        self, feed: RequestFeed, room: int, wait: bool
     ) -> Generator[DecodeResult, None, bool]:
-        """Fill free slots from the feed; returns True once the feed is closed and drained."""
-        while free:
-            batch = feed.take(min(len(free), self.encoder_batch), wait=wait)
+        """Queue up to ``room`` windows for encoding; returns True once the feed is drained."""
+        while room > 0:
+            batch = feed.take(min(room, self.pipeline.batch), wait=wait)
             if batch is None:
                 return True
             if not batch:
                 return False
             wait = False
+            room -= len(batch)
             live = []
             for request in batch:
                 if request.is_cancelled is not None and request.is_cancelled():
                     yield DecodeResult.dropped(request)
                 else:
+                    self._prompt(request)  # a bad language or task fails here, not mid-batch
                     live.append(request)
-            if live:
-                self._admit(live, occupants, free, step, ends)
+            self.pipeline.add(live)
         return False
 
     def _admit(
         self,
         requests: list[DecodeRequest],
+        encoded: torch.Tensor,
         occupants: list[_Occupant | None],
         free: list[int],
         step: int,
         ends: Counter[int],
-    ) -> None:
+    ) -> Iterator[DecodeResult]:
+        """Start encoded windows in free slots (on the decode stream)."""
+        keep = []
+        for i, request in enumerate(requests):
+            if request.is_cancelled is not None and request.is_cancelled():
+                yield DecodeResult.dropped(request)
+            else:
+                keep.append(i)
+        if not keep:
+            return
+        if len(keep) < len(requests):
+            encoded = encoded[torch.tensor(keep, device=encoded.device)]
+            requests = [requests[i] for i in keep]
         admissions = [Admission(self._prompt(r), r.fixed_new_tokens) for r in requests]
-        encoded = self._encode_all(requests)
         rows = [heapq.heappop(free) for _ in requests]
         self.decoder.fill_cross(torch.tensor(rows, device=self.device), encoded)
         self.state.admit(rows, admissions)
         for i, (row, request) in enumerate(zip(rows, requests, strict=True)):
-            kept = encoded[i].clone() if request.keep_encoded else None
+            kept = None
+            if request.keep_encoded:
+                kept = encoded[i].clone()
+                if kept.is_cuda:  # read later on the caller's stream
+                    kept.record_stream(torch.cuda.default_stream(self.device))
             end = None
             if request.fixed_new_tokens > 0:
                 # Prompt token k is fed at step + k; the last prompt token's step
@@ -522,7 +548,9 @@ class WhisperRunner:
         if not mine:
             return
         t = self.tokens
-        for row, harvest in zip(mine, self.state.harvest(mine), strict=True):
+        with self._on_decode_stream():
+            harvests = self.state.harvest(mine)
+        for row, harvest in zip(mine, harvests, strict=True):
             occupant = occupants[row]
             if occupant is None:
                 continue
@@ -552,4 +580,5 @@ class WhisperRunner:
                 heapq.heappush(free, row)
                 yield DecodeResult.dropped(occupant.request)
         if rows:
-            self.state.deactivate(rows)
+            with self._on_decode_stream():
+                self.state.deactivate(rows)

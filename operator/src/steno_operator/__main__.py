@@ -51,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format=LOG_FORMAT)
+    if not args.verbose:
+        # Kopf logs every handled event at INFO; its warnings and errors are what matter.
+        logging.getLogger("kopf").setLevel(logging.WARNING)
     # Imported here so `steno-operator --help` is instant and nothing runs at import.
     import kopf
 

@@ -228,10 +228,15 @@ def build_job(
     placement = effective_placement(spec.placement, settings.placement)
     labels = child_labels(identity)
     gpus = str(spec.gpus_per_pod)
+    # The root file system is read-only: everything that writes goes to scratch
+    # (temporary files, caches such as converted models), unless the settings
+    # point a variable elsewhere (a model volume, say).
+    variables = {"TMPDIR": SCRATCH_PATH, "HOME": SCRATCH_PATH,
+                 "STENO_CACHE_DIR": f"{SCRATCH_PATH}/steno-cache"}
+    variables.update(dict(worker.extra_env))
     env: list[dict[str, Any]] = [
         {"name": POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-        {"name": "TMPDIR", "value": SCRATCH_PATH},
-        *({"name": name, "value": value} for name, value in worker.extra_env),
+        *({"name": name, "value": value} for name, value in sorted(variables.items())),
     ]
     container: dict[str, Any] = {
         "name": WORKER_CONTAINER,

@@ -31,7 +31,7 @@ LOG = logging.getLogger(__name__)
 MAX_REPORTED_FAILURES = 100  # per-file failures listed in the status (the CRD's maxItems)
 MAX_FAILURE_REASON_CHARS = 300  # one line each
 RETRY_INITIAL_S = 0.5  # reconnect back-off of a stream
-RETRY_MAX_S = 5.0
+RETRY_MAX_S = 2.0  # a pod's server comes up once its model is loaded: check often
 PERCENT_BEFORE_DONE = 99  # 100 % only once every shard is committed
 
 
@@ -213,7 +213,12 @@ class ProgressWatcher:
                 async with grpc.aio.insecure_channel(target.address) as channel:
                     stub = pb_grpc.TranscriptionServiceStub(channel)
                     failures: tuple[tuple[str, str], ...] = ()
+                    first = True
                     async for message in stub.WatchProgress(pb.WatchProgressRequest()):
+                        if first:
+                            LOG.info("watching the progress of shard %d at %s", target.shard,
+                                     target.address)
+                            first = False
                         # A new stream repeats every failure so far; later messages add new ones.
                         failures += tuple((f.uri, f.reason) for f in message.new_failures)
                         self._record(target, ShardProgress(

@@ -481,12 +481,14 @@ class Reconciler:
             began, born = parse_time(desired["startTime"]), parse_time(created)
             if began is not None and born is not None:
                 self.metrics.time_to_first_pod.observe(max(0.0, began - born))
+        announced: set[tuple[str, str]] = set()
         for changed_condition in cond.transitions(old_conditions, conditions):
-            reason = changed_condition["reason"]
-            if reason in QUIET_REASONS:
-                continue
+            reason, message = changed_condition["reason"], changed_condition["message"]
+            if reason in QUIET_REASONS or (reason, message) in announced:
+                continue  # Failed/InvalidSpec and Accepted/InvalidSpec are one piece of news
+            announced.add((reason, message))
             kind = "Warning" if reason in WARNING_REASONS else "Normal"
-            await self._event(identity, kind, reason, changed_condition["message"])
+            await self._event(identity, kind, reason, message)
         failed_files = len(desired.get("failures") or [])
         if verdict.phase is Phase.SUCCEEDED and failed_files:
             total = (desired.get("progress") or {}).get("filesFailed", failed_files)
@@ -495,6 +497,7 @@ class Reconciler:
         return 0.0
 
     async def _event(self, identity: JobIdentity, kind: str, reason: str, message: str) -> None:
+        LOG.info("%s/%s: %s %s: %s", identity.namespace, identity.name, kind, reason, message)
         involved = {"apiVersion": API_VERSION, "kind": KIND, "namespace": identity.namespace,
                     "name": identity.name, "uid": identity.uid}
         try:

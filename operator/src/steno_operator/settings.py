@@ -18,7 +18,7 @@ variable                               meaning (default)
 ``STENO_WORKER_ENV``                   JSON object: extra worker environment (none)
 ``STENO_WORKER_SERVICE_ACCOUNT``       worker pods' ServiceAccount (the namespace's default)
 ``STENO_WORKER_CPU`` / ``_MEMORY``     requests (4 / 16Gi; memory is also the limit)
-``STENO_WORKER_RUN_AS_USER``           numeric user of the worker (65532)
+``STENO_WORKER_RUN_AS_USER``           numeric user of the worker (10001)
 ``STENO_SCRATCH_SIZE``                 the /tmp emptyDir's size limit (20Gi)
 ``STENO_GPU_RESOURCE``                 extended resource name (nvidia.com/gpu)
 ``STENO_NODE_SELECTOR``                JSON object (none)
@@ -52,7 +52,7 @@ GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TOLERATION = Toleration(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
 DEFAULT_WORKER_COMMAND = ("steno", "work")
 DEFAULT_PROGRESS_PORT = 50051
-DEFAULT_RUN_AS_USER = 65532  # the "nonroot" user of distroless-style images
+DEFAULT_RUN_AS_USER = 10001  # STENO_UID of the worker image (images/versions.env)
 DEFAULT_BACKOFF_LIMIT_PER_INDEX = 3  # a shard retried 3 times then counts as failed
 DEFAULT_TTL_SECONDS_AFTER_FINISHED = 24 * 3600  # the TranscriptionJob keeps the status anyway
 DEFAULT_TERMINATION_GRACE_S = 30  # the worker stops within 20 s of SIGTERM (STOP_GRACE_S)

@@ -56,7 +56,9 @@ def load_tokenizer(directory: Path) -> Any:
 def recipe_pipeline(model: Any, tokenizer: Any, device: torch.device) -> Any:
     from transformers import WhisperFeatureExtractor, pipeline
 
-    extractor = WhisperFeatureExtractor(feature_size=int(model.config.num_mel_bins))
+    extractor = WhisperFeatureExtractor(  # type: ignore[no-untyped-call]
+        feature_size=int(model.config.num_mel_bins)
+    )
     return pipeline(
         "automatic-speech-recognition",
         model=model,

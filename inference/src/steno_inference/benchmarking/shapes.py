@@ -84,7 +84,7 @@ def generation_config(shape: WhisperShape) -> Any:
     lang_to_id = {f"<|{code}|>": sot + 1 + i for i, code in enumerate(codes)}
     translate = sot + 1 + shape.n_languages
     no_timestamps = translate + 5  # translate, transcribe, startoflm, startofprev, nospeech
-    return GenerationConfig(
+    return GenerationConfig(  # type: ignore[no-untyped-call]
         decoder_start_token_id=sot,
         eos_token_id=eot,
         pad_token_id=eot,
@@ -94,8 +94,8 @@ def generation_config(shape: WhisperShape) -> Any:
         lang_to_id=lang_to_id,
         task_to_id={"translate": translate, "transcribe": translate + 1},
         is_multilingual=True,
-        suppress_tokens=list(SUPPRESS_TOKENS) + [translate, translate + 1, translate + 2,
-                                                  translate + 3, translate + 4],
+        # The task and control tokens are never generated either.
+        suppress_tokens=[*SUPPRESS_TOKENS, *range(translate, no_timestamps)],
         begin_suppress_tokens=list(BEGIN_SUPPRESS_TOKENS),
         max_initial_timestamp_index=50,
         max_length=MAX_TARGET_POSITIONS,
@@ -131,8 +131,8 @@ def random_model(shape: WhisperShape, device: torch.device, dtype: torch.dtype,
     config._attn_implementation = attention
     torch.manual_seed(seed)
     with torch.device(device):
-        model = WhisperForConditionalGeneration(config)
-    model = model.to(dtype).eval()
+        model: Any = WhisperForConditionalGeneration(config)
+    model = model.to(dtype=dtype).eval()
     model.generation_config = gen
     return model
 

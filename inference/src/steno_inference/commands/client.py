@@ -39,7 +39,8 @@ def register(subparsers: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--target", default=DEFAULT_TARGET, help="host:port of the server")
     common.add_argument("--token-file", type=Path,
-                        help=f"file holding a bearer token (else ${TOKEN_ENV})")
+                        help=f"file whose first token line is sent as a bearer token "
+                             f"(else ${TOKEN_ENV})")
     common.add_argument("--tls", action="store_true", help="use TLS (system roots or --ca-cert)")
     common.add_argument("--ca-cert", type=Path, help="PEM CA that signed the server certificate")
     common.add_argument("--client-cert", type=Path, help="PEM client certificate (mutual TLS)")
@@ -99,11 +100,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> StenoClient:
+    from steno_inference.server.auth import load_tokens
     from steno_inference.server.client import StenoClient
 
-    token = os.environ.get(TOKEN_ENV) or None
+    token = os.environ.get(TOKEN_ENV, "").strip() or None
     if args.token_file is not None:
-        token = args.token_file.read_text(encoding="utf-8").strip() or None
+        token = load_tokens(args.token_file)[0]  # the same file format as the server's
     return StenoClient(
         args.target, token=token, tls=args.tls, ca_cert=args.ca_cert,
         client_cert=args.client_cert, client_key=args.client_key,

@@ -95,15 +95,13 @@ def _stop_on_signals(stop: threading.Event, exit_code: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Heavy imports only here: `steno --help` stays instant.
-    from steno_inference.engine import Engine, EngineConfig
+    # Light imports first: a usage error is reported before torch is imported.
     from steno_inference.jobs.exitcodes import EXIT_BAD_SPEC, EXIT_RETRYABLE
-    from steno_inference.jobs.pod import run_job_pod
-    from steno_inference.progress import ProgressBoard
     from steno_inference.storage.client import ObjectStorage
     from steno_inference.storage.config import StorageConfig, StorageConfigurationError
 
-    logging.getLogger("steno_inference.jobs").setLevel(logging.INFO)
+    for name in ("steno_inference.jobs", __name__):  # commit events and milestones
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         plan_uri = args.plan or os.environ.get(PLAN_ENV, "")
         if not plan_uri:
@@ -113,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, StorageConfigurationError) as error:
         print(f"steno work: error: {error}", file=sys.stderr)
         return EXIT_BAD_SPEC
+
+    from steno_inference.engine import Engine, EngineConfig
+    from steno_inference.jobs.pod import run_job_pod
+    from steno_inference.progress import ProgressBoard
 
     stop = threading.Event()
     _stop_on_signals(stop, EXIT_RETRYABLE)

@@ -41,8 +41,10 @@ from steno_inference.server.failures import Overloaded
 from steno_inference.server.limits import DEFAULT_LONG_CALL_RESERVE_S, DEFAULT_MAX_QUEUE_AUDIO_S
 
 THROUGHPUT_WINDOW_S = 30.0  # decoded audio over the last 30 s gives the throughput
+MIN_THROUGHPUT_SPAN_S = 1.0  # one burst of finished windows is not an instant
 DEFAULT_RETRY_AFTER_S = 1.0  # the hint before any throughput has been measured
 MIN_RETRY_AFTER_S = 0.1
+MIN_EXCESS_S = 1.0  # a call of unknown size refused by check_room needs at least this much
 MAX_RETRY_AFTER_S = 60.0
 # A paced call re-checks the real queue at least this often: windows of
 # callers outside admission (a job worker) finish without notifying it.
@@ -83,7 +85,6 @@ class AdmissionController:
         self._cond = threading.Condition()
         self._reserved_s = 0.0
         self._done: deque[tuple[float, float]] = deque()  # (time, audio seconds decoded)
-        self._started_at = clock()
 
     # ------------------------------------------------------------ callers
 
@@ -105,6 +106,20 @@ class AdmissionController:
                 raise Overloaded(load, wanted, limit, retry)
             self._reserved_s += wanted
         return Ticket(self, wanted, paced=not short)
+
+    def check_room(self) -> None:
+        """Refuse at once when the queue is already full, before any work on the request.
+
+        Under overload this keeps a refusal cheap (no audio header is parsed);
+        the full check is :meth:`admit`, once the call's duration is known.
+        """
+        limit = self.limits.max_queue_audio_s
+        queued = self._queue_probe()
+        with self._cond:
+            load = max(self._reserved_s, queued)
+            if load >= limit:
+                retry = self._retry_after_locked(load - limit + MIN_EXCESS_S)
+                raise Overloaded(load, None, limit, retry)
 
     def wait_for_room(self, stop: Callable[[], bool]) -> bool:
         """Block while the decoder's queue is at the limit; False if ``stop()`` turned True."""
@@ -155,11 +170,13 @@ class AdmissionController:
             self._done.popleft()
 
     def _throughput_locked(self) -> float:
+        # Over the span the recent windows actually cover, so a burst after an
+        # idle hour is not diluted by the idle part of the window.
         now = self._clock()
         self._prune_locked(now)
         if not self._done:
             return 0.0
-        span = min(THROUGHPUT_WINDOW_S, max(now - self._started_at, 1e-3))
+        span = min(THROUGHPUT_WINDOW_S, max(MIN_THROUGHPUT_SPAN_S, now - self._done[0][0]))
         return sum(seconds for _, seconds in self._done) / span
 
     def _retry_after_locked(self, excess_s: float) -> float:

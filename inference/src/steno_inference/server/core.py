@@ -6,9 +6,11 @@ below hold for every method and are testable without a network:
 
 * A call is refused while the server drains (:class:`Draining`), and counted
   while it runs so a drain can wait for it.
-* Options are checked against the engine before any audio is read, and the
-  audio's duration is found from its header before the call is admitted, so
-  bad input costs no queue space (INVALID_ARGUMENT before RESOURCE_EXHAUSTED).
+* A server whose queue is already full refuses at once, before parsing
+  anything (cheap refusals under overload). Otherwise options are checked
+  against the engine before any audio is read, and the audio's duration is
+  found from its header before the call is admitted, so bad input costs no
+  queue space.
 * Admission (:mod:`~steno_inference.server.admission`) reserves the call's
   audio seconds or refuses it with a retry hint; long calls are paced.
 * The engine runs the call on a pump thread (:mod:`~steno_inference.server.pump`);
@@ -40,7 +42,7 @@ from steno_inference.audio import (
 )
 from steno_inference.engine import Engine, SourceResult, TranscriptionCancelled
 from steno_inference.formats import render
-from steno_inference.options import OutputFormat, TranscribeOptions
+from steno_inference.options import OptionsError, OutputFormat, TranscribeOptions
 from steno_inference.progress import FileFailure, ProgressBoard, ProgressSnapshot
 from steno_inference.server.admission import AdmissionController, Ticket
 from steno_inference.server.calls import AudioInput, CallOptions, CallTiming, RawPcmSpec
@@ -239,6 +241,7 @@ class TranscriptionCore:
     def transcribe(self, audio: AudioInput, request: CallOptions, call: CallControl) -> UnaryResult:
         """One source to one transcript; raises what :mod:`errors` maps to a status."""
         with self._call(call):
+            self.admission.check_room()  # a full server refuses before reading anything
             options = self._check(request)
             source, duration_s, closer = self._open(audio)
             try:
@@ -269,7 +272,14 @@ class TranscriptionCore:
     ) -> Iterator[StreamEvent]:
         """Audio chunks in; each window's segments, then a summary, out."""
         with self._call(call):
+            self.admission.check_room()
             options = self._check(request)
+            if options.diarize:
+                # The engine keeps a diarized source's whole audio: unbounded for a stream.
+                raise OptionsError(
+                    "diarization needs the whole recording: use Transcribe (bytes or an "
+                    "s3:// URI) rather than StreamTranscribe"
+                )
             reader = ChunkReader(chunks, name)
             with self.admission.admit(None) as ticket:
                 paced = PacedReader(reader, name, ticket, self._stopper(call))

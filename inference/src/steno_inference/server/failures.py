@@ -45,11 +45,12 @@ class Overloaded(CallRejected):
     """The queue has no room for this call's audio now; ``retry_after_s`` says when."""
 
     def __init__(
-        self, queued_s: float, wanted_s: float, limit_s: float, retry_after_s: float
+        self, queued_s: float, wanted_s: float | None, limit_s: float, retry_after_s: float
     ) -> None:
+        needs = "" if wanted_s is None else f", this call needs {wanted_s:.0f} s"
         super().__init__(
-            f"server busy: {queued_s:.0f} s of audio queued, this call needs {wanted_s:.0f} s, "
-            f"the limit is {limit_s:.0f} s; retry in {retry_after_s:.1f} s"
+            f"server busy: {queued_s:.0f} s of audio queued{needs}, the limit is "
+            f"{limit_s:.0f} s; retry in {retry_after_s:.1f} s"
         )
         self.retry_after_s = retry_after_s
 
