@@ -288,7 +288,9 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
 def machine() -> dict:
     info = {"platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version()}
+            "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            # Other work on the machine skews CPU numbers: say how busy it was.
+            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
     try:
         name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
                               capture_output=True, text=True, timeout=10).stdout.strip()
@@ -324,6 +326,7 @@ def main() -> None:
         parser.error("give exactly one of --target and --serve")
 
     clips = make_clips(args.audio, args.clip_s)
+    started_on = machine()
     process = None
     if args.serve:
         process, target = start_server(args)
@@ -348,6 +351,7 @@ def main() -> None:
             rows.append(summarize(f"{level:g}× capacity", recorder, wall, level * rate))
         print_table(rows)
         result = {
+            "machine_at_start": started_on,
             "machine": machine(),
             "server": {"model": model.name, "device": model.device, "dtype": model.dtype,
                        "batch_size": model.batch_size,

@@ -40,8 +40,8 @@ from steno_inference.storage.client import ObjectStorage
 from steno_inference.storage.errors import PreconditionFailedError
 from steno_inference.storage.uri import S3Uri
 from steno_inference.transcript import Segment, Transcript
-
 from support.jobs import (
+    EVENTS_MARKER,
     M4A_SOURCE,
     SPEECH,
     bad_inputs,
@@ -66,8 +66,8 @@ MIN_KILLS = 20
 MAX_WORKER_RUNS = 80  # bounds the kill test even if kills keep landing before any commit
 KILL_SEED = 20240607
 FIRST_RUN_GUESS_S = 5.0  # until a run has finished on its own
-LOADED_GUESS_S = 3.0  # the same, counted from "engine loaded"
-KILLS_FROM_START = 0.25  # share of kills timed from the start rather than from engine load
+KILLS_FROM_START = 0.25  # share of kills timed from the start rather than from commit events
+EVENT_JITTER_S = 0.05  # a kill lands this long after a commit event, at most
 ENGINE_LOADED = "engine loaded"  # the worker's log line once the model is up
 MAX_KILLS_PER_JOB = 7  # then the job runs to the end and a fresh one starts from nothing
 
@@ -322,6 +322,41 @@ def test_pod_exit_codes(object_store: ObjectStore, storage: ObjectStorage, s3: A
     assert pod(plan_uri, 0, load=missing_model) == EXIT_DONE
 
 
+def test_watch_progress_follows_a_real_shard(
+    s3: Any, storage: ObjectStorage, corpus: Corpus, tiny_engine: Engine
+) -> None:
+    """The pod's gRPC server (``steno work --progress-port``) streams the worker's board."""
+    import grpc
+    from steno_api.v1 import transcription_pb2 as pb
+    from steno_api.v1 import transcription_pb2_grpc as pb_grpc
+    from steno_inference.commands.work import start_progress_server
+
+    keys = ["cards/001.wav", "bad/picture.wav", "cards/005.wav"]
+    plan = _plan(storage, _spec("job-watch", "watch", parallelism=1,
+                                uris=[f"s3://{IN_BUCKET}/{corpus.prefix}{k}" for k in keys]))
+    board = ProgressBoard()
+    server = start_progress_server(tiny_engine, board, storage, "127.0.0.1", 0)
+    messages: list[Any] = []
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stream = pb_grpc.TranscriptionServiceStub(channel).WatchProgress(
+                pb.WatchProgressRequest(), timeout=WORKER_TIMEOUT_S)
+            messages.append(next(stream))  # connected before the work starts
+            outcome = run_shard(tiny_engine, storage, plan, 0, board)
+            messages.extend(stream)  # ends by itself once the shard is finished
+    finally:
+        server.stop(1.0)
+    last = messages[-1]
+    assert last.finished and last.state == pb.SHARD_STATE_SUCCEEDED
+    assert (last.files_total, last.files_done, last.files_failed) == (3, 3, 1)
+    assert last.audio_s_done == pytest.approx(outcome.audio_s, abs=0.5)
+    failures = [f for message in messages for f in message.new_failures]
+    assert [f.uri for f in failures] == [f"s3://{IN_BUCKET}/{corpus.prefix}bad/picture.wav"]
+    assert "not_audio" in failures[0].reason
+    versions = [message.version for message in messages]
+    assert versions == sorted(versions) and len(versions) > 2
+
+
 # ------------------------------------------------------------------- storage
 
 
@@ -464,9 +499,8 @@ def test_workers_killed_at_random_points_never_expose_half_results(
     killed: list[Any] = []
     kills = job_kills = 0
     whole_s: list[float] = []  # runs that ended on their own: start to exit
-    loaded_s: list[float] = []  # the same runs: engine loaded to exit
     started = time.monotonic()
-    while kills < MIN_KILLS or plans[-1:] and not _job_done(s3, plans[-1]):
+    while kills < MIN_KILLS or (plans[-1:] and not _job_done(s3, plans[-1])):
         if not plans or _job_done(s3, plans[-1]):
             n = len(plans)
             plans.append(_plan(storage, _spec(f"job-kill-{n}", f"kill-{n}", uris=uris,
@@ -480,19 +514,20 @@ def test_workers_killed_at_random_points_never_expose_half_results(
                            tmp_path / f"run-{len(runs)}.log", {})
         runs.append(run)
         to_kill = kills < MIN_KILLS and job_kills < MAX_KILLS_PER_JOB
-        loaded_at: float | None = None
+        alive = True
         if to_kill and rng.random() < KILLS_FROM_START:
-            # Anywhere in a whole run, start-up included.
+            # Anywhere in a whole run: start-up, plan, model loading, transcription.
             delay_s = rng.uniform(0.0, _median(whole_s, FIRST_RUN_GUESS_S))
             alive = zygote.wait(run, delay_s) is None
-        else:
-            # Mostly where results are made: after the engine is up (transcribing,
-            # deciding records, writing outputs and the manifest).
-            loaded_at = zygote.wait_for_log(run, ENGINE_LOADED, WORKER_TIMEOUT_S)
-            alive = run.exit_code is None
-            if to_kill and alive:
-                delay_s = rng.uniform(0.0, _median(loaded_s, LOADED_GUESS_S))
-                alive = zygote.wait(run, delay_s) is None
+        elif to_kill:
+            # Mostly where results are made: just after the n-th commit event (a record
+            # decided or verified, outputs written), while the next writes are under way.
+            # Every input logs at least one event before the manifest is written.
+            n = rng.randint(1, len(plan.shard(shard)))
+            if zygote.wait_for_lines(run, EVENTS_MARKER, n, WORKER_TIMEOUT_S):
+                alive = zygote.wait(run, rng.uniform(0.0, EVENT_JITTER_S)) is None
+            else:
+                alive = False
         if to_kill and alive:
             zygote.kill(run)
             kills += 1
@@ -505,8 +540,6 @@ def test_workers_killed_at_random_points_never_expose_half_results(
         assert run.exit_code == EXIT_DONE, run.text()
         if run.ended_at is not None:
             whole_s.append(run.ended_at - run.started_at)
-            if not to_kill and loaded_at is not None:
-                loaded_s.append(run.ended_at - loaded_at)
     elapsed_s = time.monotonic() - started
 
     assert kills >= MIN_KILLS
@@ -523,8 +556,8 @@ def test_workers_killed_at_random_points_never_expose_half_results(
     assert incomplete_uploads(s3, OUT_BUCKET) == []
     phases = Counter(_phase(run.text()) for run in killed)
     print(f"\nkill test: {kills} kills over {len(runs)} worker runs and {len(plans)} jobs "
-          f"in {elapsed_s:.0f} s (a whole run ~{_median(whole_s, 0):.1f} s, after the engine "
-          f"loaded ~{_median(loaded_s, 0):.1f} s); killed {dict(phases)}")
+          f"in {elapsed_s:.0f} s (a whole run ~{_median(whole_s, 0):.1f} s); "
+          f"killed {dict(phases)}")
 
 
 def _median(values: list[float], default: float) -> float:

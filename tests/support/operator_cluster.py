@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steno_devcluster.controlplane import ControlPlane
 from steno_devcluster.kubeapi import KubeApi
 from steno_devcluster.objectstore import ObjectStore
 from steno_devcluster.processes import free_port
@@ -52,7 +51,7 @@ def transcription_job(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 class OperatorProcess:
     """``python -m steno_operator`` for one namespace; restartable and killable."""
 
-    control_plane: ControlPlane
+    kubeconfig: Path
     namespace: str
     log_path: Path
     env: dict[str, str]
@@ -69,8 +68,8 @@ class OperatorProcess:
             log.write(f"\n===== start {self.starts} =====\n".encode())
             log.flush()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "steno_operator", "--kubeconfig",
-                 str(self.control_plane.admin_kubeconfig), "--namespace", self.namespace],
+                [sys.executable, "-m", "steno_operator", "--kubeconfig", str(self.kubeconfig),
+                 "--namespace", self.namespace],
                 env=env, stdout=log, stderr=subprocess.STDOUT,
             )
 

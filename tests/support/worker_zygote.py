@@ -26,7 +26,7 @@ import sys
 
 import boto3  # noqa: F401 - imported for the children
 import transformers  # noqa: F401
-from steno_inference import cli  # noqa: F401
+from steno_inference import cli
 from steno_inference.commands import work  # noqa: F401
 from steno_inference.engine import Engine  # noqa: F401
 from steno_inference.jobs import pod  # noqa: F401

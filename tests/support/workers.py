@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -105,13 +106,21 @@ class WorkerZygote:
                 return time.monotonic() if text in run.text() else None
         raise TimeoutError(f"worker {run.tag}: no {text!r} in {timeout_s:.0f} s")
 
+    def wait_for_lines(self, run: WorkerRun, marker: str, count: int, timeout_s: float) -> bool:
+        """Wait until the run's log has ``count`` lines with ``marker``; False if it ended first."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if run.text().count(marker) >= count:
+                return True
+            if self.wait(run, LOG_POLL_S) is not None:
+                return run.text().count(marker) >= count
+        raise TimeoutError(f"worker {run.tag}: fewer than {count} {marker!r} in {timeout_s:.0f} s")
+
     def kill(self, run: WorkerRun, timeout_s: float = LINE_TIMEOUT_S) -> int:
         """SIGKILL the run (if still running) and return its exit code."""
         if run.exit_code is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
                 os.kill(run.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         code = self.wait(run, timeout_s)
         if code is None:
             raise TimeoutError(f"worker {run.tag} did not die")
@@ -120,10 +129,8 @@ class WorkerZygote:
     def close(self) -> None:
         for run in self._runs.values():
             if run.exit_code is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(run.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         if self._process.stdin is not None:
             self._process.stdin.close()
         try:

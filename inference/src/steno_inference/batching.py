@@ -41,10 +41,11 @@ RESERVE_FRACTION = 0.06  # allocator fragmentation and the graphs' shared pool
 # log-probabilities (12 bytes) and a few boolean masks (4 bytes).
 STEP_BYTES_PER_VOCAB = 16
 # Peak encoder activation per window, in d_model-wide rows of the dtype: the
-# conv stem's 3000-frame output (3000 rows), then per layer the residual,
-# norm, q/k/v/out (about 6 × 1500 rows) and the MLP's 4 × d hidden layer
-# (4 × 1500 rows).
-ENCODER_ROWS_PER_WINDOW = 3000 + 10 * N_AUDIO_CTX
+# conv stem's 3000-frame output and its GELU (2 × 3000 rows), then per layer
+# the residual, norm, fused q/k/v, attention output (about 7 × 1500 rows) and
+# the MLP's 4 × d hidden layer before and after GELU (8 × 1500 rows). The
+# turbo shape's 24 GB run overflowed the earlier 3000 + 10 × 1500 estimate.
+ENCODER_ROWS_PER_WINDOW = 2 * 3000 + 16 * N_AUDIO_CTX
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,14 @@ class BatchPlan:
     budget_bytes: int  # what the plan had to spend on slots
 
 
-def slot_bytes(model: Any, dtype: torch.dtype, n_ctx: int) -> int:
+def slot_bytes(model: Any, dtype: torch.dtype, n_ctx: int, int8_cross_kv: bool = False) -> int:
     """Device bytes one decoder slot costs: caches plus its share of step workspace."""
     decoder = model.model.decoder
     attn = decoder.layers[0].self_attn
     itemsize = torch.finfo(dtype).bits // 8
     caches = DecoderPass.bytes_per_slot(
-        len(decoder.layers), int(attn.num_heads), int(attn.head_dim), n_ctx, itemsize
+        len(decoder.layers), int(attn.num_heads), int(attn.head_dim), n_ctx, itemsize,
+        int8_cross_kv,
     )
     vocab = int(decoder.embed_tokens.weight.shape[0])
     return caches + vocab * STEP_BYTES_PER_VOCAB
@@ -81,9 +83,10 @@ def plan_batch(
     n_ctx: int,
     memory_cap_gib: float | None = None,
     max_slots: int = MAX_SLOTS,
+    int8_cross_kv: bool = False,
 ) -> BatchPlan:
     """Slots and encoder batch that fit the device (and the cap, when one is given)."""
-    per_slot = slot_bytes(model, dtype, n_ctx)
+    per_slot = slot_bytes(model, dtype, n_ctx, int8_cross_kv and device.type == "cuda")
     if device.type != "cuda":
         return BatchPlan(CPU_SLOTS, CPU_SLOTS, per_slot, 0)
     free, total = torch.cuda.mem_get_info(device)

@@ -19,6 +19,10 @@ kernel for the masked self-attention.
 The arithmetic follows transformers' Whisper decoder layer by layer (pre-norm,
 query scaled before the product), so on the CPU the logits equal
 ``generate()``'s.
+
+With ``int8_cross_kv`` (GPU, optional) the cross-attention keys and values are
+kept as int8 with a scale per (window, head, position) and read by
+:mod:`int8_cross_attention`: about half the bytes per step.
 """
 
 from __future__ import annotations
@@ -28,14 +32,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from steno_inference import int8_cross_attention
+
 N_AUDIO_CTX = 1500  # encoder positions per 30 s window
+SCALE_BYTES = 2  # one float16 scale per (window, head, position) of int8 keys or values
 
 
 class DecoderPass:
     """The decoder's weights, its per-slot caches, and the step that reads them."""
 
     def __init__(self, model: Any, slots: int, n_ctx: int, device: torch.device,
-                 dtype: torch.dtype) -> None:
+                 dtype: torch.dtype, int8_cross_kv: bool = False) -> None:
         decoder = model.model.decoder
         self._decoder = decoder
         self._layers = list(decoder.layers)
@@ -53,17 +60,34 @@ class DecoderPass:
             # Zeros, not garbage: padding rows read these and must stay finite.
             return torch.zeros(shape, device=device, dtype=dtype)
 
+        self.int8_cross_kv = int8_cross_kv
+        cross_dtype = torch.int8 if int8_cross_kv else dtype
+
+        def cross() -> torch.Tensor:
+            return torch.zeros(shape_cross, device=device, dtype=cross_dtype)
+
+        def scales() -> torch.Tensor:
+            # Ones, so that padding rows dequantize to finite zeros.
+            return torch.ones(shape_cross[:3], device=device, dtype=torch.float16)
+
         self.self_k = [empty(shape_self) for _ in self._layers]
         self.self_v = [empty(shape_self) for _ in self._layers]
-        self.cross_k = [empty(shape_cross) for _ in self._layers]
-        self.cross_v = [empty(shape_cross) for _ in self._layers]
+        self.cross_k = [cross() for _ in self._layers]
+        self.cross_v = [cross() for _ in self._layers]
+        self.cross_k_scale = [scales() for _ in self._layers] if int8_cross_kv else []
+        self.cross_v_scale = [scales() for _ in self._layers] if int8_cross_kv else []
         self._key_positions = torch.arange(n_ctx, device=device)
 
     @staticmethod
     def bytes_per_slot(n_layers: int, n_heads: int, head_dim: int, n_ctx: int,
-                       itemsize: int) -> int:
+                       itemsize: int, int8_cross_kv: bool = False) -> int:
         """Bytes one slot holds: self-attention cache plus cross-attention keys and values."""
-        return 2 * n_layers * n_heads * head_dim * (n_ctx + N_AUDIO_CTX) * itemsize
+        self_bytes = 2 * n_layers * n_heads * head_dim * n_ctx * itemsize
+        if int8_cross_kv:
+            cross_bytes = 2 * n_layers * n_heads * N_AUDIO_CTX * (head_dim + SCALE_BYTES)
+        else:
+            cross_bytes = 2 * n_layers * n_heads * N_AUDIO_CTX * head_dim * itemsize
+        return self_bytes + cross_bytes
 
     def fill_cross(self, rows: torch.Tensor, encoded: torch.Tensor) -> None:
         """Cross-attention keys and values of windows ``encoded`` (n, 1500, d) into ``rows``."""
@@ -71,12 +95,20 @@ class DecoderPass:
         shape = (n, N_AUDIO_CTX, self.n_heads, self.head_dim)
         for index, layer in enumerate(self._layers):
             attn = layer.encoder_attn
-            self.cross_k[index][rows] = attn.k_proj(encoded).view(shape).transpose(1, 2)
-            self.cross_v[index][rows] = attn.v_proj(encoded).view(shape).transpose(1, 2)
+            k = attn.k_proj(encoded).view(shape).transpose(1, 2)
+            v = attn.v_proj(encoded).view(shape).transpose(1, 2)
+            if self.int8_cross_kv:
+                k, k_scale = int8_cross_attention.quantize(k)
+                v, v_scale = int8_cross_attention.quantize(v)
+                self.cross_k_scale[index][rows] = k_scale
+                self.cross_v_scale[index][rows] = v_scale
+            self.cross_k[index][rows] = k
+            self.cross_v[index][rows] = v
 
     def move(self, source: torch.Tensor, target: torch.Tensor) -> None:
         """Copy every cache of rows ``source`` onto rows ``target`` (compaction)."""
-        for caches in (self.self_k, self.self_v, self.cross_k, self.cross_v):
+        for caches in (self.self_k, self.self_v, self.cross_k, self.cross_v,
+                       self.cross_k_scale, self.cross_v_scale):
             for cache in caches:
                 cache[target] = cache[source]
 
@@ -108,9 +140,16 @@ class DecoderPass:
             cross = layer.encoder_attn
             h = layer.encoder_attn_layer_norm(x)
             q = (cross.q_proj(h) * cross.scaling).view(shape)
-            out = F.scaled_dot_product_attention(
-                q, self.cross_k[index][:batch], self.cross_v[index][:batch], scale=1.0
-            )
+            if self.int8_cross_kv:
+                out = int8_cross_attention.attention(
+                    q.view(batch, self.n_heads, self.head_dim),
+                    self.cross_k[index], self.cross_k_scale[index],
+                    self.cross_v[index], self.cross_v_scale[index],
+                )
+            else:
+                out = F.scaled_dot_product_attention(
+                    q, self.cross_k[index][:batch], self.cross_v[index][:batch], scale=1.0
+                )
             x = x + cross.out_proj(out.reshape(batch, -1))
             h = layer.final_layer_norm(x)
             x = x + layer.fc2(layer.activation_fn(layer.fc1(h)))

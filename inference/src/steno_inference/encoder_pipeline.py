@@ -70,8 +70,8 @@ class EncoderPipeline:
         self.decode_stream: Any = None
         self._caller_stream: Any = None
         if device.type == "cuda":
-            self.stream = torch.cuda.Stream(device, priority=ENCODE_PRIORITY)
-            self.decode_stream = torch.cuda.Stream(device, priority=DECODE_PRIORITY)
+            self.stream = torch.cuda.Stream(device, priority=ENCODE_PRIORITY)  # type: ignore[no-untyped-call]
+            self.decode_stream = torch.cuda.Stream(device, priority=DECODE_PRIORITY)  # type: ignore[no-untyped-call]
             self._caller_stream = torch.cuda.default_stream(device)
 
     # ------------------------------------------------------------- counting

@@ -51,6 +51,7 @@ import torch
 from steno_inference.batching import ENCODER_BATCH, is_out_of_memory
 from steno_inference.cuda_graphs import StepGraphs
 from steno_inference.decoder_pass import N_AUDIO_CTX, DecoderPass
+from steno_inference.encoder_pass import EncoderPass
 from steno_inference.encoder_pipeline import EncoderPipeline
 from steno_inference.slot_state import NO_TOKEN, Admission, SlotState
 from steno_inference.tokens import WhisperTokens
@@ -189,6 +190,7 @@ class WhisperRunner:
         max_batch: int,
         encoder_batch: int | None = None,
         cuda_graphs: bool = True,
+        int8_cross_kv: bool = False,
     ) -> None:
         self.model = model
         self.tokens = tokens
@@ -196,7 +198,12 @@ class WhisperRunner:
         self.dtype = dtype
         self.n_ctx = int(tokens.max_target_positions)
         self.vocab = int(model.model.decoder.embed_tokens.weight.shape[0])
+        # int8 cross-attention keys/values need the Triton kernel, so a GPU.
+        self.int8_cross_kv = int8_cross_kv and device.type == "cuda"
         self.decoder = self._allocate(max_batch)
+        # On a GPU the encoder runs steno's fused pass; on the CPU transformers'
+        # own, whose tokens the CPU tests pin to generate().
+        self._encoder_pass = EncoderPass(model) if device.type == "cuda" else None
         self.max_batch = self.decoder.slots
         self.pipeline = EncoderPipeline(
             self._encode_requests, device, encoder_batch or min(self.max_batch, ENCODER_BATCH)
@@ -214,7 +221,8 @@ class WhisperRunner:
         """Caches for ``slots`` windows; on out-of-memory, half as many, down to one."""
         while True:
             try:
-                return DecoderPass(self.model, slots, self.n_ctx, self.device, self.dtype)
+                return DecoderPass(self.model, slots, self.n_ctx, self.device, self.dtype,
+                                   self.int8_cross_kv)
             except (torch.OutOfMemoryError, RuntimeError) as error:
                 if not is_out_of_memory(error) or slots == 1:
                     raise
@@ -235,6 +243,8 @@ class WhisperRunner:
     def encode(self, features: torch.Tensor) -> torch.Tensor:
         """Encoder states (batch, 1500, d_model) for log-mel features (batch, n_mels, 3000)."""
         features = features.to(self.device, self.dtype)
+        if self._encoder_pass is not None:
+            return self._encoder_pass(features)
         out: torch.Tensor = self.model.model.encoder(features).last_hidden_state
         return out
 

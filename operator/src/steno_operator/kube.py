@@ -19,27 +19,8 @@ the existing object), :class:`TransientApiError` (conflicts, throttling, server
 errors, timeouts, connection failures: retry with back-off) and the base
 class for the rest (a rejected request: a bug or missing RBAC).
 
-RBAC the operator needs (``verbs`` on ``resources``), for the chart:
-
-==============================================  =====================================
-rule                                            why
-==============================================  =====================================
-steno.dev transcriptionjobs: get list watch      Kopf watches the jobs; daemons read them
-  patch                                          Kopf adds and removes its finalizer
-steno.dev transcriptionjobs/status: get patch    the reconciler writes the status
-  update
-steno.dev transcriptionjobs/finalizers: update   owner references with blockOwnerDeletion
-batch jobs: get list watch create patch          create the Indexed Job, adopt it, watch it
-                                                 for changes, suspend and resume it
-"" pods: get list                                scheduling state and pod IPs for progress
-"" secrets: get                                  the storage Secret, to list inputs and
-                                                 read manifests
-"" events: create patch                          Kubernetes Events (ours and Kopf's)
-events.k8s.io events: create patch               the same, newer API group
-apiextensions.k8s.io customresourcedefinitions:  Kopf's resource discovery
-  list watch
-"" namespaces: list watch                        Kopf, only when watching namespace globs
-==============================================  =====================================
+The permissions these calls (and Kopf's) need are listed, each with its
+reason, in :mod:`steno_operator.rbac`.
 """
 
 from __future__ import annotations

@@ -267,8 +267,15 @@ class Reconciler:
         if plan is None:  # _plan returned PLANNED without a plan: a bug
             raise RuntimeError("planning reported success without a plan")
         planning = Planning(PlanningState.PLANNED, files=plan.files, shards=plan.shards)
-
         identity = state.identity
+        if state.status.get("planUri") != plan.uri:
+            # Say "accepted" before the Job exists: a job whose Job cannot be created
+            # (quota, admission) shows how far it got.
+            await self._write(state, generation, Observation(
+                spec_changed=planned_fingerprint != fingerprint, suspend=spec.suspend,
+                planning=planning), {"specFingerprint": planned_fingerprint, "planUri": plan.uri,
+                                     "jobName": child_job_name(identity)})
+
         job = await self._ensure_job(state, spec, plan)
         job_view = observe_job(job, identity)
         pods = [] if job is None or job_view.foreign else await asyncio.to_thread(

@@ -284,3 +284,69 @@ def value_paths(tree: Mapping[str, Any], schema: Mapping[str, Any], root: Mappin
         else:
             paths.add(f"{prefix}{key}")
     return paths
+
+
+# --- the chart on the development cluster -----------------------------------------
+
+RESTRICTED_LABELS = {  # the namespace's Pod Security admission: refuse what is not restricted
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+
+
+def free_port() -> int:
+    """A TCP port free on every address (the operator listens on 0.0.0.0)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def harness_values(*, watch_namespaces: list[str], pool: bool) -> dict[str, Any]:
+    """Values for the process-kubelet cluster: tiny.en on CPU, small requests, own ports.
+
+    Images are not pulled there (each container's command runs from this
+    machine's virtualenv), so the chart's default images stay as they are.
+    """
+    return {
+        "operator": {
+            "watchNamespaces": watch_namespaces,
+            # The operator listens on every address: ports no other process holds.
+            "metricsPort": free_port(),
+            "healthPort": free_port(),
+            "livenessProbe": {"initialDelaySeconds": 5, "periodSeconds": 5},
+            "resources": {"requests": {"cpu": "50m", "memory": "128Mi"},
+                          "limits": {"memory": "1Gi"}},
+            "resyncSeconds": 5,
+            "activePollSeconds": 1,
+            "progressPatchSeconds": 1,
+        },
+        "worker": {
+            "extraArgs": ["--device", "cpu", "--batch-size", "8"],
+            "env": {"OMP_WAIT_POLICY": "PASSIVE"},  # added to the chart's (maps merge)
+            "progressPort": free_port(),
+            "cpu": "500m",
+            "memory": "2Gi",
+            "scratchSize": "1Gi",
+            "backoffLimitPerIndex": 1,
+        },
+        "serving": {
+            "enabled": pool,
+            "model": "tiny.en",
+            "device": "cpu",
+            "batchSize": 8,
+            # Pods share this machine's network namespace: each listens on its own IP.
+            "listenOnPodIP": True,
+            "port": free_port(),
+            "metricsPort": free_port(),
+            "env": {"OMP_WAIT_POLICY": "PASSIVE"},
+            "graceSeconds": 5,
+            "resources": {"requests": {"cpu": "500m", "memory": "2Gi"},
+                          "limits": {"memory": "4Gi"}},
+            "modelCache": {"sizeLimit": "1Gi"},
+            "startupProbe": {"periodSeconds": 2, "failureThreshold": 150},
+            "readinessProbe": {"periodSeconds": 2},
+        },
+    }

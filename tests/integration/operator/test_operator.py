@@ -67,10 +67,14 @@ def test_job_runs_on_gpu_nodes_and_succeeds_with_verified_results(
     kube_api: KubeApi, namespace: str, cluster_nodes: ClusterNodes, object_store: ObjectStore,
     operator_bucket: str, storage_secret: str, prefix: str, operator: OperatorProcess,
 ) -> None:
+    # Pods must pass the API server's "restricted" Pod Security admission.
+    kube_api.patch(f"/api/v1/namespaces/{namespace}",
+                   {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
     _upload(object_store, operator_bucket, prefix, {
         "long/reading.wav": _long_speech(),
         "cards/001.wav": (CARDS_DIR / "001.wav").read_bytes(),
         "cards/003.wav": (CARDS_DIR / "003.wav").read_bytes(),
+        "cards/broken.wav": b"RIFF\x00\x10\x00\x00WAVEjunk" * 64,  # fails alone
         "notes.txt": b"not an input: the suffix filter leaves it out",
     })
     output = f"s3://{operator_bucket}/{prefix}/out/"
@@ -97,12 +101,13 @@ def test_job_runs_on_gpu_nodes_and_succeeds_with_verified_results(
     status = done["status"]
     assert status["phase"] == "Succeeded", status
     assert condition(done, "Succeeded")["reason"] == "ResultsVerified"
-    assert condition(done, "Accepted")["message"] == "planned 3 file(s) in 2 shard(s)"
+    assert condition(done, "Accepted")["message"] == "planned 4 file(s) in 2 shard(s)"
     assert all(c["observedGeneration"] == done["metadata"]["generation"] for c in status["conditions"])
-    assert status["progress"]["filesDone"] == status["progress"]["filesTotal"] == 3
-    assert status["progress"]["percent"] == 100 and status["progress"]["filesFailed"] == 0
+    assert status["progress"]["filesDone"] == status["progress"]["filesTotal"] == 4
+    assert status["progress"]["percent"] == 100 and status["progress"]["filesFailed"] == 1
     assert status["progress"]["audioSecondsDone"] > 50
-    assert status["failures"] == []
+    (failure,) = status["failures"]
+    assert failure["uri"].endswith("/cards/broken.wav") and failure["reason"]
     manifest_uri = f"{output}_steno/manifest.json"
     assert status["resultManifestUri"] == manifest_uri
     assert status["realTimeFactor"] > 0 and status["startTime"] <= status["completionTime"]
@@ -123,9 +128,10 @@ def test_job_runs_on_gpu_nodes_and_succeeds_with_verified_results(
     keys = set(list_keys(object_store, operator_bucket, f"{prefix}/out/"))
     result = read_json(object_store, operator_bucket, f"{prefix}/out/_steno/manifest.json")
     assert result["jobId"] == done["metadata"]["uid"]
-    assert sorted(f["uri"].rsplit("/", 1)[-1] for f in result["files"]) == ["001.wav", "003.wav", "reading.wav"]
+    assert sorted(f["uri"].rsplit("/", 1)[-1] for f in result["files"]) == [
+        "001.wav", "003.wav", "broken.wav", "reading.wav"]
     for entry in result["files"]:
-        assert entry["status"] == "succeeded"
+        assert entry["status"] == ("failed" if entry["uri"].endswith("broken.wav") else "succeeded")
         for output_ref in entry["outputs"]:
             assert output_ref["uri"].removeprefix(f"s3://{operator_bucket}/") in keys
     transcript = read_json(object_store, operator_bucket, f"{prefix}/out/long/reading.json")
@@ -141,7 +147,7 @@ def test_job_runs_on_gpu_nodes_and_succeeds_with_verified_results(
 
     # Milestones as Events, each once.
     reasons = [e["reason"] for e in events_of(kube_api, namespace, "talks")]
-    for reason in ("Planned", "JobCreated", "PodsRunning", "ResultsVerified"):
+    for reason in ("Planned", "JobCreated", "PodsRunning", "ResultsVerified", "FilesFailed"):
         assert reasons.count(reason) == 1, reasons
 
     # Metrics of this process.
@@ -213,7 +219,7 @@ def test_the_operator_fails_a_spec_only_it_can_judge(
 
 def test_too_many_gpus_shows_unschedulable_then_suspend_and_delete_stop_the_pods(
     kube_api: KubeApi, namespace: str, object_store: ObjectStore, operator_bucket: str,
-    storage_secret: str, prefix: str, operator: OperatorProcess,
+    storage_secret: str, prefix: str, gpu_pod_classes: tuple[str, str], operator: OperatorProcess,
 ) -> None:
     _upload(object_store, operator_bucket, prefix, {"a.wav": (CARDS_DIR / "002.wav").read_bytes()})
     kube_api.create(tj_path(namespace), transcription_job("greedy", {
@@ -221,6 +227,9 @@ def test_too_many_gpus_shows_unschedulable_then_suspend_and_delete_stop_the_pods
         "output": {"uri": f"s3://{operator_bucket}/{prefix}/out/"},
         "model": "tiny.en",
         "gpusPerPod": GPUS_PER_NODE + 1,
+        "placement": {"nodeSelector": {"nvidia.com/gpu.present": "true"},
+                      "priorityClassName": gpu_pod_classes[0],
+                      "runtimeClassName": gpu_pod_classes[1]},
         "storageSecretRef": {"name": storage_secret},
     }))
 
@@ -235,6 +244,10 @@ def test_too_many_gpus_shows_unschedulable_then_suspend_and_delete_stop_the_pods
     assert scheduled["status"] == "False"
     assert "Insufficient nvidia.com/gpu" in scheduled["message"]
     assert job["status"]["phase"] == "Pending"
+    (pod,) = kube_api.get(f"/api/v1/namespaces/{namespace}/pods")["items"]
+    assert pod["spec"]["priorityClassName"] == gpu_pod_classes[0]
+    assert pod["spec"]["runtimeClassName"] == gpu_pod_classes[1]
+    assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     # The Event follows the status patch.
     wait_for(lambda: ("Warning", "Unschedulable") in [
         (e["type"], e["reason"]) for e in events_of(kube_api, namespace, "greedy")],
@@ -286,3 +299,23 @@ def test_the_workers_bad_spec_exit_code_fails_the_job_without_retries(
     assert len(pods) == 1  # FailJob: no retry of a pod that cannot succeed
     terminated = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]
     assert terminated["exitCode"] == 2
+
+
+def test_the_deadline_fails_the_job(
+    kube_api: KubeApi, namespace: str, object_store: ObjectStore, operator_bucket: str,
+    storage_secret: str, prefix: str, operator: OperatorProcess,
+) -> None:
+    _upload(object_store, operator_bucket, prefix, {"a.wav": (CARDS_DIR / "005.wav").read_bytes()})
+    kube_api.create(tj_path(namespace), transcription_job("hurried", {
+        "input": {"prefix": f"s3://{operator_bucket}/{prefix}/in/"},
+        "output": {"uri": f"s3://{operator_bucket}/{prefix}/out/"},
+        "model": "tiny.en",
+        "deadlineSeconds": 2,  # the worker alone needs longer to start
+        "storageSecretRef": {"name": storage_secret},
+    }))
+    failed = wait_phase(kube_api, namespace, "hurried", {"Failed", "Succeeded"}, QUICK_TIMEOUT_S,
+                        operator)
+    assert failed["status"]["phase"] == "Failed"
+    assert condition(failed, "Failed")["reason"] == "DeadlineExceeded"
+    (job,) = kube_api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs")["items"]
+    assert job["spec"]["activeDeadlineSeconds"] == 2

@@ -57,6 +57,7 @@ class Settings:
     greedy_recipe_shapes: tuple[str, ...] = ("large-v3",)
     memory_cap_gib: float | None = 24.0  # the capped run; None skips it
     pcm: bool = True  # also time the run from PCM
+    int8_cross_kv: bool = True  # also time int8 cross-attention keys and values
     replicas: bool = True  # on several GPUs, also time one runner per GPU
     max_slots: int | None = None  # decoder slots; None: as many as memory allows
     tokenizer_dir: Path | None = None  # a Whisper tokenizer for the recipe's pipeline
@@ -144,7 +145,7 @@ def _run_shape(
     mel = LogMel(shape.n_mels, device)
     features = torch.cat([mel(pcm[i : i + 32]) for i in range(0, len(pcm), 32)])
     max_tokens = PROMPT_TOKENS + settings.new_tokens + 1
-    extra = {"n_mels": shape.n_mels, "decoder_layers": shape.decoder_layers,
+    extra: dict[str, Any] = {"n_mels": shape.n_mels, "decoder_layers": shape.decoder_layers,
              "cross_kv_mb_per_window_token": round(
                  2 * shape.decoder_layers * N_AUDIO_CTX * shape.d_model * 2 / 1e6, 1)}
 
@@ -181,6 +182,20 @@ def _run_shape(
             _release(device)
             torch.cuda.set_per_process_memory_fraction(1.0, device)
 
+    if settings.int8_cross_kv and device.type == "cuda":
+        runner = _make_runner(model, tokens, device, settings.max_slots, None, True)
+        capture_s = _prepare(runner, features, max_tokens)
+        int8_detail: dict[str, Any] = {
+            **extra, "slots": runner.max_batch, "encoder_batch": runner.encoder_batch,
+            "graph_capture_s": round(capture_s, 2), "cross_kv": "int8",
+        }
+        row = _timed(name, "features", runner, _requests(features, None, settings.new_tokens),
+                     len(audio), device, int8_detail)
+        row.side = "steno int8 KV"
+        add(row)
+        del runner
+        _release(device)
+
     if settings.replicas and device.type == "cuda" and torch.cuda.device_count() > 1:
         add(_replicas(name, settings, audio, pcm, max_tokens, extra))
     del model, features
@@ -188,11 +203,13 @@ def _run_shape(
 
 
 def _make_runner(model: Any, tokens: Any, device: torch.device, max_slots: int | None,
-                 cap: float | None) -> WhisperRunner:
+                 cap: float | None, int8_cross_kv: bool = False) -> WhisperRunner:
     dtype = _dtype(device)
-    plan = plan_batch(model, dtype, device, tokens.max_target_positions, cap)
+    plan = plan_batch(model, dtype, device, tokens.max_target_positions, cap,
+                      int8_cross_kv=int8_cross_kv)
     slots = plan.slots if max_slots is None else min(plan.slots, max_slots)
-    return WhisperRunner(model, tokens, device, dtype, slots, plan.encoder_batch)
+    return WhisperRunner(model, tokens, device, dtype, slots, plan.encoder_batch,
+                         int8_cross_kv=int8_cross_kv)
 
 
 def _prepare(runner: WhisperRunner, features: torch.Tensor, max_tokens: int) -> float:

@@ -44,6 +44,8 @@ def register(subparsers: Any) -> None:
     bench.add_argument("--max-slots", type=int, default=None,
                        help="decoder slots (default: as many as memory allows)")
     bench.add_argument("--no-pcm", action="store_true", help="skip the run from PCM")
+    bench.add_argument("--no-int8", action="store_true",
+                       help="skip the run with int8 cross-attention keys and values")
     bench.add_argument("--no-replicas", action="store_true",
                        help="skip the one-runner-per-GPU run on multi-GPU machines")
     bench.add_argument("--device", default="cuda:0")
@@ -62,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         greedy_recipe_shapes=tuple(s for s in args.recipe_greedy.split(",") if s),
         memory_cap_gib=args.memory_cap_gib,
         pcm=not args.no_pcm,
+        int8_cross_kv=not args.no_int8,
         replicas=not args.no_replicas,
         max_slots=args.max_slots,
         tokenizer_dir=args.tokenizer,

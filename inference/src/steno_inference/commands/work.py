@@ -130,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
         engines.append(engine)
         logging.getLogger(__name__).info("engine loaded: %s on %s", model, engine.device)
         if args.progress_port is not None:
-            servers.append(_serve_progress(engine, board, storage, args))
+            servers.append(start_progress_server(engine, board, storage, args.progress_host,
+                                                 args.progress_port))
         return engine
 
     try:
@@ -154,17 +155,23 @@ def run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _serve_progress(engine: Any, board: Any, storage: Any, args: argparse.Namespace) -> Any:
-    """The gRPC server in job mode: WatchProgress on ``board`` (and the usual calls)."""
+def start_progress_server(
+    engine: Any, board: Any, storage: Any, host: str, port: int
+) -> Any:
+    """The gRPC server in job mode around ``engine``, streaming ``board`` to WatchProgress.
+
+    URI inputs of its other calls are read through ``storage`` (one client
+    for the process). Returns the started server; ``stop()`` it when done.
+    """
     from functools import partial
 
     from steno_inference.server.server import ServerSettings, build_server
     from steno_inference.storage.client import open_uri
 
-    settings = ServerSettings(host=args.progress_host, port=args.progress_port, mode="job")
+    settings = ServerSettings(host=host, port=port, mode="job")
     server = build_server(engine, settings, progress=board,
                           open_uri=partial(open_uri, storage=storage))
     server.start()
     server.set_serving()
-    logging.getLogger(__name__).info("WatchProgress on %s:%d", args.progress_host, server.port)
+    logging.getLogger(__name__).info("WatchProgress on %s:%d", host, server.port)
     return server

@@ -9,6 +9,7 @@ Modules, one concern each:
   progress watching; ``pump`` and ``readers`` are its plumbing;
 * ``admission``: the bounded queue in audio seconds; ``errors``: the one
   failure → status table, ``failures``: the server's own exceptions;
+  ``limits``: every default limit; ``calls``: plain data of a call;
 * ``auth`` (bearer tokens), ``tls``, ``metrics`` (Prometheus), ``warmup``,
   ``uri`` (s3:// through the storage package);
 * ``client``: the Python client class, :class:`~steno_inference.server.client.StenoClient`.
