@@ -285,8 +285,18 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     raise SystemExit("steno serve did not report SERVING in time")
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict:
-    info = {"platform": platform.platform(),
+    info = {"platform": platform.platform(), "cpu_model": _cpu_model(),
             "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "python": platform.python_version(),
             # Other work on the machine skews CPU numbers: say how busy it was.
@@ -321,6 +331,8 @@ def main() -> None:
     parser.add_argument("--levels", default="0.7,3", help="multiples of capacity, open loop")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--machine-name", default=platform.node(),
+                        help="how the results name the machine (default: the host name)")
     args = parser.parse_args()
     if bool(args.target) == bool(args.serve):
         parser.error("give exactly one of --target and --serve")
@@ -351,8 +363,9 @@ def main() -> None:
             rows.append(summarize(f"{level:g}× capacity", recorder, wall, level * rate))
         print_table(rows)
         result = {
+            "machine_name": args.machine_name,
             "machine_at_start": started_on,
-            "machine": machine(),
+            "machine_at_end": machine(),
             "server": {"model": model.name, "device": model.device, "dtype": model.dtype,
                        "batch_size": model.batch_size,
                        "max_queue_audio_s": info.limits.max_queue_audio_s,

@@ -118,7 +118,7 @@ def operator_env() -> dict[str, str]:
     }
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
     env.update({
-        "STENO_WORKER_IMAGE": "steno/local",
+        "STENO_WORKER_IMAGE": "steno/local:dev",  # the process kubelet runs commands, not images
         "STENO_WORKER_COMMAND": json.dumps([str(steno), "work"]),
         "STENO_WORKER_ARGS": json.dumps(["--device", "cpu"]),
         "STENO_WORKER_ENV": json.dumps(worker_env),

@@ -49,7 +49,7 @@ def test_api_errors_are_retried_with_backoff_and_reported_once() -> None:
                      TransientApiError("patch", 409, "Conflict", "try again"),
                      TransientApiError("patch", 503, "ServiceUnavailable", "etcd")])
     metrics = OperatorMetrics()
-    reconciler = Reconciler(OperatorSettings(retry_initial_s=1.0, retry_max_s=3.0), kube, metrics)  # type: ignore[arg-type]
+    reconciler = Reconciler(OperatorSettings(retry_initial_s=1.0, retry_max_s=3.0), kube, metrics)
     state = _state(reconciler)
     body = {"metadata": {"generation": 1}, "spec": {"input": {}, "output": {"uri": "s3://b/o/"}}}
 
@@ -69,7 +69,7 @@ def test_api_errors_are_retried_with_backoff_and_reported_once() -> None:
 def test_progress_only_changes_wait_for_the_throttle() -> None:
     now = [100.0]
     kube = FakeKube()
-    reconciler = Reconciler(OperatorSettings(progress_patch_s=5.0), kube, OperatorMetrics(),  # type: ignore[arg-type]
+    reconciler = Reconciler(OperatorSettings(progress_patch_s=5.0), kube, OperatorMetrics(),
                             clock=lambda: now[0])
     state = _state(reconciler)
     observation = Observation(planning=Planning(PlanningState.PLANNED, files=2, shards=1))

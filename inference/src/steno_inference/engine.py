@@ -52,6 +52,7 @@ from steno_inference.vad import SpeechDetector
 
 LOG = logging.getLogger(__name__)
 
+CANCEL_POLL_S = 0.2  # how often a waiting call checks whether its caller gave up
 MAX_WINDOWS_IN_FLIGHT = 32  # per call: windows decoded ahead of, or inside, the decoder
 READ_BLOCK_S = 30.0  # PCM block read from a source at a time
 # Whisper's own hallucination guard (openai/whisper transcribe): a window the
@@ -332,7 +333,18 @@ class Engine:
         producer.start()
         try:
             while states:
-                kind, index, payload = events.get()
+                try:
+                    kind, index, payload = events.get(timeout=CANCEL_POLL_S)
+                except queue.Empty:
+                    if call_cancelled():
+                        # The producer stops without reporting the sources it never
+                        # reached; report every unfinished source as cancelled.
+                        for unfinished in sorted(states):
+                            left = states.pop(unfinished)
+                            left.error = TranscriptionCancelled(left.name, "cancelled")
+                            yield self._result(unfinished, left)
+                        return
+                    continue
                 if kind == "result":
                     in_flight.release()
                 state = states.get(index)

@@ -366,20 +366,8 @@ class WhisperRunner:
         closed = False
         step = 0
         while True:
+            closed = yield from self._fill(feed, occupants, free, step, ends, closed)
             busy = self.max_batch - len(free)
-            if not closed:
-                room = len(free) + pipe.batch - pipe.waiting()
-                if room > 0:
-                    idle = busy == 0 and pipe.waiting() == 0
-                    closed = yield from self._take(feed, room, wait=idle)
-            if pipe.has_pending() and pipe.encoded() < len(free) + pipe.batch:
-                pipe.launch()  # one batch per step: its kernels run beside the steps
-                self._count_encoder()
-            while free and pipe.ready(wait=busy == 0):
-                with self._on_decode_stream():
-                    taken, states = pipe.take(len(free))
-                    yield from self._admit(taken, states, occupants, free, step, ends)
-                busy = self.max_batch - len(free)
             if busy == 0:
                 if closed and pipe.waiting() == 0:
                     return
@@ -402,6 +390,48 @@ class WhisperRunner:
                 yield from self._collect(finished, occupants, free)
             if step % CANCEL_POLL_STEPS == 0:
                 yield from self._evict_cancelled(occupants, free)
+
+    def _fill(
+        self,
+        feed: RequestFeed,
+        occupants: list[_Occupant | None],
+        free: list[int],
+        step: int,
+        ends: Counter[int],
+        closed: bool,
+    ) -> Generator[DecodeResult, None, bool]:
+        """Take, encode and admit windows; returns whether the feed is now closed.
+
+        While a whole encoder batch of slots is free (or none is busy), windows
+        are encoded and admitted before the next step: a step costs about the
+        same at any batch size below the bandwidth limit, so full batches
+        decode the most windows per step. Otherwise one batch is encoded ahead
+        on the encoder's stream, for the slots that free up mid-way.
+        """
+        pipe = self.pipeline
+        while True:
+            busy = self.max_batch - len(free)
+            if not closed:
+                room = len(free) + pipe.batch - pipe.waiting()
+                if room > 0:
+                    idle = busy == 0 and pipe.waiting() == 0
+                    closed = yield from self._take(feed, room, wait=idle)
+            urgent = busy == 0 or len(free) >= pipe.batch
+            ahead = pipe.encoded() < (1 if urgent else pipe.batch)
+            if pipe.has_pending() and ahead:
+                pipe.launch()
+                self._count_encoder()
+            admitted = False
+            while free and pipe.ready(wait=urgent):
+                with self._on_decode_stream():
+                    taken, states = pipe.take(len(free))
+                    yield from self._admit(taken, states, occupants, free, step, ends)
+                admitted = True
+                urgent = len(free) >= pipe.batch
+            if not (admitted and urgent and pipe.waiting()) and not (
+                urgent and pipe.has_pending()
+            ):
+                return closed
 
     def _count_encoder(self) -> None:
         pipe = self.pipeline

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         "their progress and results.",
     )
     parser.add_argument("--namespace", "-n", action="append", default=None, metavar="NS",
-                        help="watch only this namespace (repeatable; default: "
+                        help="watch only this namespace, by exact name (repeatable; default: "
                         "$STENO_NAMESPACES, else every namespace)")
     parser.add_argument("--kubeconfig", type=Path, default=None,
                         help="kubeconfig file (default: $KUBECONFIG, else in-cluster)")
@@ -85,6 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers.configure(kopf_settings)
     liveness = (f"http://{settings.metrics_host}:{settings.health_port}/healthz"
                 if settings.health_port else None)
+    image = settings.worker.image
+    tagged = ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest")
+    if "@sha256:" not in image and not tagged:
+        # Pods of one job must all run the same worker: a moving tag breaks that.
+        logging.getLogger(__name__).warning(
+            "the worker image %s is not pinned (set STENO_WORKER_IMAGE to a version or digest)",
+            image)
     logging.getLogger(__name__).info(
         "steno-operator: worker image %s, %s", settings.worker.image,
         f"namespaces {', '.join(settings.namespaces)}" if settings.namespaces

@@ -86,6 +86,10 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_S
     settings.watching.connect_timeout = CONNECT_TIMEOUT_S
     settings.networking.request_timeout = REQUEST_TIMEOUT_S
+    # No watching of CRDs and namespaces at run time: the CRD is installed with the
+    # chart before the operator starts, and namespaces are given by exact name. This
+    # keeps RBAC to the job's own objects (see steno_operator.rbac).
+    settings.scanning.disabled = True
     # Kopf logs its own handling; Events are ours (see reconciler), not log lines.
     settings.posting.enabled = False
 

@@ -299,28 +299,10 @@ class Reconciler:
             was_suspended=cond.condition_status(state.status.get("conditions") or [],
                                                 cond.SUSPENDED) is not None,
         )
-        progress = self._progress(state, plan)
-        extra: dict[str, Any] = {
-            "specFingerprint": planned_fingerprint,
-            "planUri": plan.uri,
-            "jobName": child_job_name(identity),
-            "progress": progress.status(),
-            "failures": progress.failures_status(),
-        }
-        started = state.status.get("startTime") or (
-            (pods_view.first_started_at or now_rfc3339())
-            if pods_view.summary.running or job_view.ready else None)
-        if started:
-            extra["startTime"] = started
-        if results.state is ResultState.VERIFIED:
-            extra["resultManifestUri"] = results.manifest_uri
         verdict_phase = cond.decide(observation).phase
-        if verdict_phase.terminal:
-            completed = state.status.get("completionTime") or now_rfc3339()
-            extra["completionTime"] = completed
-            began, ended = parse_time(started), parse_time(completed)
-            if began is not None and ended is not None and ended > began:
-                extra["realTimeFactor"] = round(progress.audio_s_done / (ended - began), 2)
+        extra = self._status_fields(state, plan, planned_fingerprint, pods_view.first_started_at,
+                                    pods_view.summary.running > 0 or job_view.ready > 0,
+                                    job, results, verdict_phase.terminal)
         patch_wait = await self._write(state, generation, observation, extra,
                                        created=str(metadata.get("creationTimestamp") or ""))
 
@@ -339,6 +321,37 @@ class Reconciler:
         else:
             wait = self.settings.resync_s
         return Outcome(False, min(wait, patch_wait) if patch_wait > 0 else wait)
+
+    def _status_fields(self, state: JobState, plan: PlanInfo, fingerprint: str,
+                       first_started_at: str | None, working: bool,
+                       job: Mapping[str, Any] | None, results: Results,
+                       terminal: bool) -> dict[str, Any]:
+        """The status besides phase and conditions: plan, progress, times, results."""
+        progress = self._progress(state, plan)
+        fields: dict[str, Any] = {
+            "specFingerprint": fingerprint,
+            "planUri": plan.uri,
+            "jobName": child_job_name(state.identity),
+            "progress": progress.status(),
+            "failures": progress.failures_status(),
+        }
+        started = state.status.get("startTime")
+        if not started and working:
+            started = first_started_at or now_rfc3339()
+        if not started and terminal and job is not None:
+            # Finished while no operator watched: the Job's own start is the best we know.
+            started = (job.get("status") or {}).get("startTime")
+        if started:
+            fields["startTime"] = started
+        if results.state is ResultState.VERIFIED:
+            fields["resultManifestUri"] = results.manifest_uri
+        if terminal:
+            completed = state.status.get("completionTime") or now_rfc3339()
+            fields["completionTime"] = completed
+            began, ended = parse_time(started), parse_time(completed)
+            if began is not None and ended is not None and ended > began:
+                fields["realTimeFactor"] = round(progress.audio_s_done / (ended - began), 2)
+        return fields
 
     # --- planning -------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ overrides placement field by field.
 =====================================  ==============================================
 variable                               meaning (default)
 =====================================  ==============================================
-``STENO_WORKER_IMAGE``                 the pinned worker image (required in a cluster)
+``STENO_WORKER_IMAGE``                 the pinned worker image (set by the chart)
+``STENO_WORKER_IMAGE_PULL_POLICY``     its pull policy (IfNotPresent)
 ``STENO_WORKER_COMMAND``               JSON list: the worker's command (steno work)
 ``STENO_WORKER_ARGS``                  JSON list: extra worker arguments (none)
 ``STENO_WORKER_ENV``                   JSON object: extra worker environment (none)
@@ -28,7 +29,7 @@ variable                               meaning (default)
 ``STENO_PROGRESS_PORT``                the worker's WatchProgress port (50051)
 ``STENO_BACKOFF_LIMIT_PER_INDEX``      retries of one shard (3)
 ``STENO_TTL_SECONDS_AFTER_FINISHED``   how long finished Jobs stay (86400)
-``STENO_NAMESPACES``                   comma-separated namespaces (all)
+``STENO_NAMESPACES``                   exact namespace names, comma-separated (all)
 ``STENO_RESYNC_SECONDS``               idle re-check of each job (30)
 ``STENO_ACTIVE_POLL_SECONDS``          pod check while pods exist (5)
 ``STENO_PROGRESS_PATCH_SECONDS``       least time between progress patches (5)

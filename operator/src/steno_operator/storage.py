@@ -27,7 +27,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_REGION = "us-east-1"  # what S3-compatible stores accept when they have no regions
@@ -66,8 +66,8 @@ class StorageSettings:
     region: str | None = None
     addressing_style: str | None = None
     access_key_id: str | None = None
-    secret_access_key: str | None = None
-    session_token: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)  # never in logs
+    session_token: str | None = field(default=None, repr=False)
     timeout_s: float = 20.0
 
     @classmethod

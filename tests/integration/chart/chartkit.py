@@ -90,6 +90,71 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
     return merged
 
 
+# --- the values matrix ----------------------------------------------------------
+
+NAMESPACE = "steno-system"
+DIGEST = "sha256:" + "ab" * 32
+POOL = {"serving": {"enabled": True}}
+GPU_PLACEMENT = {
+    "resourceName": "nvidia.com/mig-1g.10gb",
+    "nodeSelector": {"cloud.example/accelerator": "a100"},
+    "tolerations": [
+        {"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
+        {"key": "nvidia.com/gpu", "operator": "Exists"},
+    ],
+    "runtimeClassName": "nvidia",
+    "priorityClassName": "gpu-batch",
+}
+
+# name → values; the checks in test_matrix apply to every one.
+MATRIX: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "pool": POOL,
+    "pool-hpa": merge(POOL, {"serving": {"autoscaling": {"enabled": True}}}),
+    "pool-hpa-custom-metric": merge(POOL, {"serving": {"autoscaling": {
+        "enabled": True, "maxReplicas": 8,
+        "metrics": [{"type": "Pods", "pods": {
+            "metric": {"name": "steno_queue_audio_seconds"},
+            "target": {"type": "AverageValue", "averageValue": "120"}}}],
+        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 600}}}}}),
+    "pool-tls-mtls-auth": merge(POOL, {"serving": {
+        "tls": {"enabled": True, "secretName": "steno-tls", "clientAuth": True},
+        "auth": {"tokenSecretName": "steno-tokens"}}}),
+    "pool-cpu-only": merge(POOL, {"serving": {"gpus": 0, "model": "tiny.en", "device": "cpu"}}),
+    "pool-pvc-pod-ip": merge(POOL, {"serving": {
+        "modelCache": {"existingClaim": "whisper-models"}, "listenOnPodIP": True,
+        "metricsPort": 0, "batchSize": 32, "reflection": True,
+        "env": {"AWS_REGION": "eu-west-1"}, "envFromSecret": "steno-storage"}}),
+    "network-policies-off": merge(POOL, {"networkPolicy": {"enabled": False}}),
+    "network-policies-narrow": merge(POOL, {"networkPolicy": {
+        "apiServer": {"to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}], "ports": [443]},
+        "objectStorage": {"to": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "minio"}}}], "ports": [9000]},
+        "servingClients": [{"namespaceSelector": {"matchLabels": {"team": "asr"}}}],
+        "metricsScrapers": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "monitoring"}}}],
+        "extraEgress": [{"to": [{"ipBlock": {"cidr": "10.1.0.0/16"}}],
+                         "ports": [{"port": 8200, "protocol": "TCP"}]}]}}),
+    "namespaced": {"operator": {"watchNamespaces": ["team-a", "team-b"]}},
+    "gpu-placement": merge(POOL, {"gpu": GPU_PLACEMENT}),
+    "no-gpu-tolerations": merge(POOL, {"gpu": {"tolerations": []}}),
+    "digests": merge(POOL, {"images": {"operator": {"digest": DIGEST},
+                                       "inference": {"digest": DIGEST}}}),
+    "own-service-accounts": merge(POOL, {
+        "operator": {"serviceAccount": {"create": False, "name": "platform-steno"},
+                     "rbac": {"create": False}},
+        "serving": {"serviceAccount": {"create": False}},
+        "userRoles": {"aggregate": False}}),
+    "operator-tuned": {"operator": {"metricsPort": 0, "extraArgs": ["--verbose"],
+                                    "resyncSeconds": 10, "activePollSeconds": 2.5},
+                       "worker": {"extraArgs": ["--dtype", "bf16"], "cpu": "8",
+                                  "memory": "32Gi", "serviceAccountName": "steno-worker",
+                                  "env": {"HF_HOME": None, "STENO_LOG": "debug"}},
+                       "podSecurity": {"runAsUser": 2000, "runAsGroup": 3000},
+                       "fullnameOverride": "asr"},
+}
+
+
 # --- finding things -----------------------------------------------------------
 
 
@@ -288,9 +353,11 @@ def value_paths(tree: Mapping[str, Any], schema: Mapping[str, Any], root: Mappin
 
 # --- the chart on the development cluster -----------------------------------------
 
-RESTRICTED_LABELS = {  # the namespace's Pod Security admission: refuse what is not restricted
-    "pod-security.kubernetes.io/enforce": "restricted",
+RESTRICTED_LABELS = {  # Pod Security admission: refuse pods that are not restricted, and
+    "pod-security.kubernetes.io/enforce": "restricted",  # warn about such pod templates
     "pod-security.kubernetes.io/enforce-version": "latest",
+    "pod-security.kubernetes.io/warn": "restricted",
+    "pod-security.kubernetes.io/warn-version": "latest",
 }
 
 

@@ -20,6 +20,11 @@ import pytest
 import yaml
 from chartkit import (
     CHART_DIR,
+    DIGEST,
+    GPU_PLACEMENT,
+    MATRIX,
+    NAMESPACE,
+    POOL,
     REPO_ROOT,
     by_kind,
     component,
@@ -48,69 +53,6 @@ from steno_operator.settings import OperatorSettings, settings_from_env
 from steno_operator.spec import parse_spec
 
 pytestmark = pytest.mark.integration
-
-NAMESPACE = "steno-system"
-DIGEST = "sha256:" + "ab" * 32
-POOL = {"serving": {"enabled": True}}
-GPU_PLACEMENT = {
-    "resourceName": "nvidia.com/mig-1g.10gb",
-    "nodeSelector": {"cloud.example/accelerator": "a100"},
-    "tolerations": [
-        {"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
-        {"key": "nvidia.com/gpu", "operator": "Exists"},
-    ],
-    "runtimeClassName": "nvidia",
-    "priorityClassName": "gpu-batch",
-}
-
-# name → values; the checks in test_matrix apply to every one.
-MATRIX: dict[str, dict[str, Any]] = {
-    "defaults": {},
-    "pool": POOL,
-    "pool-hpa": merge(POOL, {"serving": {"autoscaling": {"enabled": True}}}),
-    "pool-hpa-custom-metric": merge(POOL, {"serving": {"autoscaling": {
-        "enabled": True, "maxReplicas": 8,
-        "metrics": [{"type": "Pods", "pods": {
-            "metric": {"name": "steno_queue_audio_seconds"},
-            "target": {"type": "AverageValue", "averageValue": "120"}}}],
-        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 600}}}}}),
-    "pool-tls-mtls-auth": merge(POOL, {"serving": {
-        "tls": {"enabled": True, "secretName": "steno-tls", "clientAuth": True},
-        "auth": {"tokenSecretName": "steno-tokens"}}}),
-    "pool-cpu-only": merge(POOL, {"serving": {"gpus": 0, "model": "tiny.en", "device": "cpu"}}),
-    "pool-pvc-pod-ip": merge(POOL, {"serving": {
-        "modelCache": {"existingClaim": "whisper-models"}, "listenOnPodIP": True,
-        "metricsPort": 0, "batchSize": 32, "reflection": True,
-        "env": {"AWS_REGION": "eu-west-1"}, "envFromSecret": "steno-storage"}}),
-    "network-policies-off": merge(POOL, {"networkPolicy": {"enabled": False}}),
-    "network-policies-narrow": merge(POOL, {"networkPolicy": {
-        "apiServer": {"to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}], "ports": [443]},
-        "objectStorage": {"to": [{"namespaceSelector": {"matchLabels": {
-            "kubernetes.io/metadata.name": "minio"}}}], "ports": [9000]},
-        "servingClients": [{"namespaceSelector": {"matchLabels": {"team": "asr"}}}],
-        "metricsScrapers": [{"namespaceSelector": {"matchLabels": {
-            "kubernetes.io/metadata.name": "monitoring"}}}],
-        "extraEgress": [{"to": [{"ipBlock": {"cidr": "10.1.0.0/16"}}],
-                         "ports": [{"port": 8200, "protocol": "TCP"}]}]}}),
-    "namespaced": {"operator": {"watchNamespaces": ["team-a", "team-b"]}},
-    "gpu-placement": merge(POOL, {"gpu": GPU_PLACEMENT}),
-    "no-gpu-tolerations": merge(POOL, {"gpu": {"tolerations": []}}),
-    "digests": merge(POOL, {"images": {"operator": {"digest": DIGEST},
-                                       "inference": {"digest": DIGEST}}}),
-    "own-service-accounts": merge(POOL, {
-        "operator": {"serviceAccount": {"create": False, "name": "platform-steno"},
-                     "rbac": {"create": False}},
-        "serving": {"serviceAccount": {"create": False}},
-        "userRoles": {"aggregate": False}}),
-    "operator-tuned": {"operator": {"metricsPort": 0, "extraArgs": ["--verbose"],
-                                    "resyncSeconds": 10, "activePollSeconds": 2.5},
-                       "worker": {"extraArgs": ["--dtype", "bf16"], "cpu": "8",
-                                  "memory": "32Gi", "serviceAccountName": "steno-worker",
-                                  "env": {"HF_HOME": None, "STENO_LOG": "debug"}},
-                       "podSecurity": {"runAsUser": 2000, "runAsGroup": 3000},
-                       "fullnameOverride": "asr"},
-}
-
 
 def _operator_env(objects: list[dict[str, Any]]) -> dict[str, str]:
     deployment = one(objects, "Deployment", "-operator")
@@ -342,9 +284,6 @@ def test_rbac_cluster_wide_and_namespaced() -> None:
     assert ("", "secrets", "get") in rules
     assert not {("", "secrets", "list"), ("", "secrets", "watch")} & rules
     assert ("batch", "jobs", "create") in rules and ("batch", "jobs", "delete") not in rules
-    discovery = _rules(one(cluster, "ClusterRole", "-operator-discovery"))
-    assert discovery == {("apiextensions.k8s.io", "customresourcedefinitions", "list"),
-                         ("apiextensions.k8s.io", "customresourcedefinitions", "watch")}
     assert by_kind(cluster, "Role") == []
     binding = one(cluster, "ClusterRoleBinding", "-operator")
     deployment = one(cluster, "Deployment", "-operator")
@@ -355,9 +294,9 @@ def test_rbac_cluster_wide_and_namespaced() -> None:
     roles = by_kind(namespaced, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     assert all(_rules(r) == rules for r in roles)
-    cluster_roles = [r for r in by_kind(namespaced, "ClusterRole") if component(r) == "operator"]
-    assert [r["metadata"]["name"] for r in cluster_roles] == ["steno-operator-discovery"]
-    assert ("", "namespaces", "list") in _rules(cluster_roles[0])
+    # Nothing cluster-scoped for a namespaced operator.
+    assert [r for r in by_kind(namespaced, "ClusterRole") if component(r) == "operator"] == []
+    assert by_kind(namespaced, "ClusterRoleBinding") == []
     assert all("secrets" not in json.dumps(r["rules"]) for r in by_kind(namespaced, "ClusterRole"))
     bindings = by_kind(namespaced, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
@@ -374,24 +313,16 @@ def test_rbac_cluster_wide_and_namespaced() -> None:
         assert spec["automountServiceAccountToken"] is ("operator" in where), where
 
 
-def test_rbac_grants_nothing_the_operator_does_not_declare() -> None:
-    """The chart's rules are within ``steno_operator.rbac.RULES`` (the operator's own list).
-
-    The chart grants only what the code calls, which may be less than the list;
-    the one addition is namespace list/watch, which Kopf needs only when it is
-    limited to named namespaces (the operator's own tests run cluster-wide).
-    """
+def test_rbac_is_exactly_the_operators_declared_rules() -> None:
+    """The chart grants ``steno_operator.rbac.RULES`` (the operator's own list, which its
+    cluster tests run under), no more and no less, in both modes."""
     declared = {(group, resource, verb) for rule in RULES for group in rule.api_groups
                 for resource in rule.resources for verb in rule.verbs}
-    namespaces = {("", "namespaces", "list"), ("", "namespaces", "watch")}
     for values in ({}, MATRIX["namespaced"]):
-        granted: set[tuple[str, str, str]] = set()
-        for role in [*by_kind(render(values), "ClusterRole"), *by_kind(render(values), "Role")]:
+        objects = render(values)
+        for role in [*by_kind(objects, "ClusterRole"), *by_kind(objects, "Role")]:
             if component(role) == "operator":
-                granted |= _rules(role)
-        assert granted - declared - namespaces == set()
-        # What the chart leaves out of the operator's list (it calls none of it today).
-        print(f"\nnot granted: {sorted(declared - granted)}")
+                assert _rules(role) == declared, role["metadata"]
 
 
 def _selects(policy: dict[str, Any], labels: dict[str, str]) -> bool:

@@ -24,8 +24,8 @@ from support.operator_cluster import (
     tj_path,
 )
 
-OPERATOR_NAMESPACE = "steno-system"
-OPERATOR_ACCOUNT = "steno-operator"
+OPERATOR_NAMESPACE = "steno-operator-tests"
+OPERATOR_ACCOUNT = "steno-operator-under-test"
 TOKEN_LIFETIME_S = 3 * 3600  # longer than any test session
 
 

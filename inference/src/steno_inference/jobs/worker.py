@@ -67,6 +67,7 @@ EVENTS = logging.getLogger("steno_inference.jobs.events")  # one JSON line per c
 
 COMMIT_THREADS = 4  # commits (a few small PUTs each) in flight while the engine goes on
 MAX_PENDING_COMMITS = 16  # results waiting for their commit; the engine waits beyond this
+MAX_MESSAGE_CHARS = 500  # of a failure's message on the progress board
 
 
 class Transcriber(Protocol):
@@ -137,8 +138,8 @@ def run_shard(
     try:
         return run.execute()
     except BaseException as error:
-        board.update(state="failed", finished=True, message=str(error).splitlines()[0][:500]
-                     if str(error) else type(error).__name__)
+        first_line = (str(error).splitlines() or [type(error).__name__])[0]
+        board.update(state="failed", finished=True, message=first_line[:MAX_MESSAGE_CHARS])
         raise
 
 

@@ -305,8 +305,10 @@ def open_uri(uri: str, storage: ObjectStorage | None = None) -> ObjectReader:
     """An ``s3://`` object opened for streaming; its ``name`` is the URI (for messages).
 
     The gRPC servicer's opener for URI inputs. Pass the server's ``storage``
-    (one client for the process); without it, a client configured from the
-    environment is made for this call. Errors follow the servicer's
+    (one client for the process, e.g. ``functools.partial(open_uri,
+    storage=storage)``); without it, a client configured from the environment
+    is made for this call, which costs about a second of CPU (boto3 loads its
+    service model per session). Errors follow the servicer's
     contract: :class:`~steno_inference.storage.uri.InvalidUriError` (a
     ``ValueError``) for a malformed URI or a prefix, ``FileNotFoundError``
     for a missing object, ``PermissionError`` when the store refuses
