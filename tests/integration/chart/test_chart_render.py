@@ -261,7 +261,8 @@ def test_worker_settings_follow_the_values() -> None:
     assert settings.worker.service_account_name == "steno-worker"
     assert settings.worker.run_as_user == 2000
     # helm merges maps with the defaults; null removes a default entry.
-    assert settings.worker.extra_env == (("STENO_CACHE_DIR", "/tmp/steno-cache"),
+    assert settings.worker.extra_env == (("HF_HUB_OFFLINE", "0"),
+                                         ("STENO_CACHE_DIR", "/tmp/steno-cache"),
                                          ("STENO_LOG", "debug"))
     assert settings.metrics_port == 0 and settings.resync_s == 10 and settings.active_poll_s == 2.5
 
@@ -389,6 +390,11 @@ def test_network_policies() -> None:
     ({"serving": {"env": {"STENO_CACHE_DIR": "/elsewhere"}}}, "invalid propertyName 'STENO_CACHE_DIR'"),
     ({"podSecurity": {"runAsUser": 0}}, "/podSecurity/runAsUser"),
     ({"networkPolicy": {"objectStorage": {"to": [], "ports": []}}}, "/networkPolicy/objectStorage/ports"),
+    ({"serving": {"enabled": True, "autoscaling": {"enabled": True, "minReplicas": 5,
+                                                   "maxReplicas": 2}}},
+     "minReplicas must not exceed"),
+    ({"serving": {"enabled": True, "tls": {"enabled": True, "secretName": "x"},
+                  "listenOnPodIP": "yes"}}, "/serving/listenOnPodIP"),
 ])
 def test_schema_refuses(values: dict[str, Any], complaint: str) -> None:
     assert complaint in render_error(values)
