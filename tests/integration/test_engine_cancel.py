@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-
 from steno_inference.engine import TranscriptionCancelled
 from steno_inference.options import TranscribeOptions
 from support.speech import librivox_utterances

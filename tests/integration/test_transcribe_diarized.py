@@ -9,7 +9,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from steno_inference.options import TranscribeOptions
 from support.speech import flite_dialogue, write_wav
 
