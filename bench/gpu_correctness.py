@@ -213,6 +213,15 @@ def check(source: Path, out: Path | None) -> int:
         slots.graphs.kv_buckets = (int(model.config.max_target_positions),)
     continuous = decode(slots, list(range(n)))
     one_by_one = {i: decode(slots, [i])[i] for i in range(n)}
+    # Diagnostics for a mismatch: is each mode repeatable, and does it persist
+    # with transformers' encoder instead of steno's fused one?
+    continuous_again = decode(slots, list(range(n)))
+    one_by_one_again = {i: decode(slots, [i])[i] for i in range(n)}
+    fused_encoder = slots._encoder_pass
+    slots._encoder_pass = None
+    continuous_hf = decode(slots, list(range(n)))
+    one_by_one_hf = {i: decode(slots, [i])[i] for i in range(n)}
+    slots._encoder_pass = fused_encoder
 
     # int8 cross-attention keys and values: kept only if transcripts stay
     # within 1 % of fp16's tokens on real speech.
@@ -233,6 +242,12 @@ def check(source: Path, out: Path | None) -> int:
         "continuous_equals_one_at_a_time_fixed_batch": all(
             continuous[i] == one_by_one[i] for i in range(n)),
         "continuous_compactions": slots.stats.compactions,
+        "continuous_repeatable": continuous == continuous_again,
+        "one_at_a_time_repeatable": one_by_one == one_by_one_again,
+        "continuous_equals_one_at_a_time_transformers_encoder": all(
+            continuous_hf[i] == one_by_one_hf[i] for i in range(n)),
+        "windows_differing_fixed_batch": [
+            i for i in range(n) if continuous[i] != one_by_one[i]],
         "batched_vs_single_natural_buckets_agreement": round(agreement(singles, gpu), 5),
         "batched_equals_single_natural_buckets": sum(a == b for a, b in zip(singles, gpu,
                                                                              strict=True)),

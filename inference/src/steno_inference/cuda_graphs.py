@@ -77,6 +77,7 @@ class StepGraphs:
         self.kv_buckets = tuple(sorted({min(k, n_ctx) for k in KV_BUCKETS} | {n_ctx}))
         self._graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self._pool: Any = None  # torch's graph pool handle (its type is private)
+        self._stream: Any = None  # warm-up and capture stream, on the runner's device
         self.capture_s = 0.0  # time spent capturing, for the benchmark's report
 
     def bucket(self, batch: int, kv_len: int) -> tuple[int, int]:
@@ -102,7 +103,12 @@ class StepGraphs:
     def _capture(self, batch: int, kv_len: int) -> torch.cuda.CUDAGraph:
         started = time.perf_counter()
         saved = self._state.snapshot()
-        side = torch.cuda.Stream()  # type: ignore[no-untyped-call]
+        if self._stream is None:
+            # torch.cuda.graph's own default capture stream belongs to whichever
+            # device was current when it was first made: with one runner per
+            # GPU, each must capture on a stream of its own device.
+            self._stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
+        side = self._stream
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             self._body(batch, kv_len)
@@ -111,7 +117,9 @@ class StepGraphs:
         graph = torch.cuda.CUDAGraph()
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-        with torch.cuda.graph(graph, pool=self._pool):
+        # thread_local: another replica's thread may be running its GPU meanwhile.
+        with torch.cuda.graph(graph, pool=self._pool, stream=side,
+                              capture_error_mode="thread_local"):
             self._body(batch, kv_len)
         self._graphs[(batch, kv_len)] = graph
         self.capture_s += time.perf_counter() - started

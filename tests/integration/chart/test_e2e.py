@@ -86,11 +86,12 @@ def _tj(control_plane: ControlPlane, namespace: str) -> dict[str, Any]:
 def _describe(control_plane: ControlPlane, kube_api: KubeApi, kubelet: ProcessKubelet,
               namespace: str) -> str:
     """What a person would look at when the job is stuck: status, pods, operator log."""
-    lines = [_kubectl(control_plane, "-n", namespace, "get", "tj,jobs,pods", "-o", "wide")]
-    try:
+    lines = []
+    try:  # diagnostics only: whatever fails here must not hide the real failure
+        lines.append(_kubectl(control_plane, "-n", namespace, "get", "tj,jobs,pods", "-o", "wide"))
         lines.append(json.dumps(_tj(control_plane, namespace).get("status"), indent=1))
-    except AssertionError as error:
-        lines.append(str(error))
+    except Exception as error:
+        lines.append(f"kubectl: {error}")
     for pod in kube_api.get(f"/api/v1/namespaces/{namespace}/pods")["items"]:
         name = pod["metadata"]["name"]
         try:
