@@ -147,8 +147,8 @@ def test_watcher_follows_a_stream_across_a_reconnect() -> None:
             watcher.sync([PodTarget("pod-uid", 4, f"127.0.0.1:{port}")])
             await asyncio.wait_for(finished.wait(), timeout=20)
             latest = watcher.live()[4]
-            watcher.sync([])  # the pod is gone: its stream and snapshot go too
-            assert watcher.live() == {}
+            watcher.sync([])  # the pod is gone: its stream goes, its last snapshot stays
+            assert watcher.live() == {4: latest}  # so the job's progress never goes back
         finally:
             await watcher.close()
             await server.stop(None)

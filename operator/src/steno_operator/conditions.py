@@ -280,6 +280,13 @@ def decide(observation: Observation) -> Verdict:
             conditions.append(ConditionVerdict(RUNNING, TRUE, Reason.PODS_RUNNING,
                                                f"{count} pod(s) working"))
             phase = Phase.RUNNING
+        elif job.succeeded:
+            # Some shards are done and the rest are between pods (or the Job is
+            # about to report Complete): the job has started and never goes back
+            # to Pending.
+            conditions.append(ConditionVerdict(RUNNING, TRUE, Reason.PODS_RUNNING,
+                                               f"{job.succeeded} shard(s) done"))
+            phase = Phase.RUNNING
         else:
             conditions.append(ConditionVerdict(RUNNING, FALSE, Reason.WAITING_FOR_PODS,
                                                "no pod is running yet"))

@@ -177,13 +177,16 @@ class ProgressWatcher:
     retry_initial_s: float = RETRY_INITIAL_S
     retry_max_s: float = RETRY_MAX_S
     _streams: dict[str, _Stream] = field(default_factory=dict)
+    _furthest: dict[int, ShardProgress] = field(default_factory=dict)
 
     def sync(self, targets: Iterable[PodTarget]) -> None:
         """Watch exactly ``targets``: start streams for new pods, stop those of gone ones."""
         wanted = {target.uid: target for target in targets}
         for uid in list(self._streams):
             if uid not in wanted or wanted[uid] != self._streams[uid].target:
-                self._streams.pop(uid).task.cancel()
+                stream = self._streams.pop(uid)
+                self._remember(stream.target.shard, stream.latest)
+                stream.task.cancel()
         for uid, target in wanted.items():
             if uid not in self._streams:
                 stream = _Stream(target, asyncio.get_running_loop().create_task(
@@ -191,8 +194,22 @@ class ProgressWatcher:
                 self._streams[uid] = stream
 
     def live(self) -> dict[int, ShardProgress]:
-        """The latest snapshot of each watched shard."""
-        return {s.target.shard: s.latest for s in self._streams.values() if s.latest is not None}
+        """The furthest snapshot seen of each shard, from streams open now or closed since.
+
+        A pod that finishes drops its stream before the Job lists its index as
+        completed; keeping its last snapshot (and never a lesser one from a
+        retried pod) keeps the job's progress from going backwards meanwhile.
+        """
+        for stream in self._streams.values():
+            self._remember(stream.target.shard, stream.latest)
+        return dict(self._furthest)
+
+    def _remember(self, shard: int, progress: ShardProgress | None) -> None:
+        if progress is None:
+            return
+        known = self._furthest.get(shard)
+        if known is None or _ahead(progress, known):
+            self._furthest[shard] = progress
 
     async def close(self) -> None:
         streams, self._streams = list(self._streams.values()), {}
@@ -246,3 +263,8 @@ class ProgressWatcher:
         if stream is not None and stream.target == target:
             stream.latest = progress
             self.on_change()
+
+
+def _ahead(new: ShardProgress, old: ShardProgress) -> bool:
+    """Whether ``new`` reports more work done than ``old``."""
+    return (new.files_done, new.audio_s_done) > (old.files_done, old.audio_s_done)
