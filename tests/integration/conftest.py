@@ -30,4 +30,5 @@ def flite() -> None:
 
 @pytest.fixture(scope="session")
 def tiny_engine() -> Engine:
-    return Engine.load(EngineConfig(model="tiny.en", device="cpu", batch_size=8))
+    # The torch backend explicitly: these tests pin its runner (auto is onnx on CPU).
+    return Engine.load(EngineConfig(model="tiny.en", device="cpu", batch_size=8, backend="torch"))

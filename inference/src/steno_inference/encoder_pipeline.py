@@ -1,19 +1,26 @@
-"""Windows encoded ahead of the decoder, on a CUDA stream of their own.
+"""Windows encoded ahead of the decoder, in batches, on the decode stream.
 
-The encoder is bound by arithmetic (large matrix products) and the decoder by
-memory bandwidth (reading cross-attention keys and values), so the two run
-well side by side on one GPU. The runner hands windows to this pipeline as it
-takes them from its feed; the pipeline launches one encoder batch at a time on
-its own low-priority stream and records an event after it; the runner admits a
-batch's windows into free decoder slots once that event has fired (or waits
-for it when no slot is busy, when there is nothing to overlap with). Decode
-steps run on a high-priority stream, so the encoder fills the SMs the
-decoder leaves idle instead of delaying its steps.
+The runner hands windows to this pipeline as it takes them from its feed;
+the pipeline launches one encoder batch at a time and records an event after
+it; the runner admits a batch's windows into free decoder slots once that
+event has fired (or waits for it when enough slots are free). Encoding one
+batch ahead means windows are ready the moment slots free up.
 
-Streams and memory: a batch's input features are marked as used on the
-encoder stream and its output states as used on the decode stream, so the
-caching allocator never hands their memory to another stream while a kernel
-still reads it. On the CPU everything runs in order, at once.
+One stream, not two. A first version ran the encoder on a low-priority stream
+of its own beside the decode steps, since the encoder is bound by arithmetic
+and the decoder by memory bandwidth. Measured on an H100 (large-v3, 300
+windows) it saved nothing (6.80 s against 6.74 s serial): the decoder's
+attention and the encoder's matrix products each fill every SM and do not
+share them. And on an H200 the continuous-batching check then gave tokens
+that changed from run to run in one window of twenty, which points at a race
+between the streams (a shared library workspace is the suspect; not
+established). Encoding on the decode stream keeps results repeatable at no
+measured cost.
+
+The stream is a dedicated one rather than the default stream, so that
+callers' own GPU work (features, word alignment) is never queued behind
+decode steps; before each batch it waits for the callers' stream, where the
+requests' features were computed.
 
 Out of memory while encoding: the batch is halved and the windows go back to
 the front of the queue, so none is lost; a single window that does not fit
@@ -34,9 +41,6 @@ from steno_inference.batching import is_out_of_memory
 
 LOG = logging.getLogger(__name__)
 
-# Stream priorities: CUDA numbers them down from 0 (the lowest); -1 is above it.
-DECODE_PRIORITY = -1
-ENCODE_PRIORITY = 0
 
 
 @dataclass
@@ -66,12 +70,10 @@ class EncoderPipeline:
         self.batches_encoded = 0
         self._pending: deque[Any] = deque()
         self._ready: deque[EncodedBatch] = deque()
-        self.stream: Any = None
         self.decode_stream: Any = None
         self._caller_stream: Any = None
         if device.type == "cuda":
-            self.stream = torch.cuda.Stream(device, priority=ENCODE_PRIORITY)  # type: ignore[no-untyped-call]
-            self.decode_stream = torch.cuda.Stream(device, priority=DECODE_PRIORITY)  # type: ignore[no-untyped-call]
+            self.decode_stream = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
             self._caller_stream = torch.cuda.default_stream(device)
 
     # ------------------------------------------------------------- counting
@@ -114,21 +116,22 @@ class EncoderPipeline:
             return True
 
     def _run(self, chunk: list[Any]) -> EncodedBatch:
-        if self.stream is None:
+        if self.decode_stream is None:
             return EncodedBatch(chunk, self._encode(chunk), None)
-        # Features the callers computed on their stream are ready by now in
-        # stream order; wait for that stream only, never for decode steps.
+        # The callers computed the features on their stream, before handing
+        # the requests over: wait for what that stream has queued so far.
         ready = torch.cuda.Event()  # type: ignore[no-untyped-call]
         ready.record(self._caller_stream)
-        self.stream.wait_event(ready)
-        with torch.cuda.stream(self.stream):
+        stream = self.decode_stream
+        stream.wait_event(ready)
+        with torch.cuda.stream(stream):
             for request in chunk:
                 features = getattr(request, "features", None)
                 if isinstance(features, torch.Tensor) and features.is_cuda:
-                    features.record_stream(self.stream)
+                    features.record_stream(stream)
             states = self._encode(chunk)
             done = torch.cuda.Event()  # type: ignore[no-untyped-call]
-            done.record(self.stream)
+            done.record(stream)
         return EncodedBatch(chunk, states, done)
 
     # ------------------------------------------------------------ admitting
@@ -148,8 +151,8 @@ class EncoderPipeline:
     def take(self, limit: int) -> tuple[list[Any], torch.Tensor]:
         """Up to ``limit`` windows of the oldest encoded batch, with their states.
 
-        The caller uses the states on the current stream (the decode stream),
-        which is made to wait for the encoder's event first.
+        The caller uses the states on the current stream, which is made to
+        wait for the encoder's event first (a no-op on the decode stream).
         """
         head = self._ready[0]
         count = min(limit, head.remaining)
@@ -157,8 +160,9 @@ class EncoderPipeline:
         states = head.states[head.offset : head.offset + count]
         if head.event is not None:
             current = torch.cuda.current_stream(self.device)
-            current.wait_event(head.event)
-            head.states.record_stream(current)
+            if current != self.decode_stream:
+                current.wait_event(head.event)
+                head.states.record_stream(current)
         head.offset += count
         if head.remaining == 0:
             self._ready.popleft()

@@ -40,8 +40,11 @@ from steno_inference.audio import (
     display_name,
     iter_pcm_blocks,
 )
+from steno_inference.backends import make_onnx_runner, resolve_backend, torch_dtype_name
 from steno_inference.batching import plan_batch
+from steno_inference.cache import default_cache_dir
 from steno_inference.features import LogMel
+from steno_inference.onnx_runner import OnnxWhisperRunner
 from steno_inference.options import OptionsError, TranscribeOptions
 from steno_inference.runner import DecodeRequest, DecodeResult, WhisperRunner
 from steno_inference.scheduler import DecodeScheduler, SchedulerStats
@@ -77,6 +80,7 @@ class EngineConfig:
     memory_cap_gib: float | None = None  # all device memory the engine may hold (24 GB card: 24)
     vad: bool = True  # find speech first; off: back-to-back 30 s windows
     cache_dir: Path | None = None  # converted models; None: $STENO_CACHE_DIR or ~/.cache/steno
+    backend: str = "auto"  # torch, onnx (CPU; dtype fp32 or int8), auto (steno_inference.backends)
 
 
 class EngineError(RuntimeError):
@@ -207,9 +211,15 @@ class Engine:
             model, dtype, device, tokens.max_target_positions, config.memory_cap_gib
         )
         batch = config.batch_size or plan.slots
-        self.runner = WhisperRunner(
-            model, tokens, device, dtype, max_batch=batch, encoder_batch=plan.encoder_batch
-        )
+        self.backend = resolve_backend(config.backend, config.dtype, device)
+        self.runner: WhisperRunner | OnnxWhisperRunner
+        if self.backend == "onnx":
+            self.runner = make_onnx_runner(model, model_path, tokens, config.dtype,
+                                           config.cache_dir or default_cache_dir(), batch)
+        else:
+            self.runner = WhisperRunner(
+                model, tokens, device, dtype, max_batch=batch, encoder_batch=plan.encoder_batch
+            )
         self.features = LogMel(int(model.config.num_mel_bins), device)
         self.aligner = WordAligner(model, tokens, self._decode_tokens)
         self._vad_models: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -225,11 +235,10 @@ class Engine:
         """Resolve, convert (once, cached) and load the model; raises ModelError or OptionsError."""
         from transformers import AutoTokenizer, WhisperForConditionalGeneration
 
-        from steno_inference.cache import default_cache_dir
         from steno_inference.models.resolve import resolve_model
 
         device = resolve_device(config.device)
-        dtype = resolve_dtype(config.dtype, device)
+        dtype = resolve_dtype(torch_dtype_name(config.backend, config.dtype, device), device)
         attention = resolve_attention(config.attention, device)
         if config.batch_size is not None and config.batch_size < 1:
             raise OptionsError(f"batch size must be at least 1, not {config.batch_size}")

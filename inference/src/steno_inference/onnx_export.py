@@ -5,16 +5,20 @@ decode loop, so it needs graphs shaped for that loop rather than the
 ``generate()``-shaped graphs optimum exports:
 
 * ``encoder.onnx``: log-mel ``features (batch, n_mels, 3000)`` →
-  ``encoded (batch, 1500, d_model)`` and every decoder layer's
-  cross-attention keys and values, ``cross_k``/``cross_v (batch, layers,
+  ``encoded (batch, 1500, d_model)`` and, for every decoder layer ``i``, the
+  cross-attention keys ``cross_k_i (batch, heads, head_dim, 1500)`` (already
+  transposed for the product with the query) and values ``cross_v_i (batch,
   heads, 1500, head_dim)``, computed once per window.
 * ``decoder.onnx``: one step for ``batch`` windows, each at its own
-  position: ``tokens (batch,)``, ``positions (batch,)``, the self-attention
-  cache ``self_k``/``self_v (batch, layers, heads, past, head_dim)`` and the
-  cross-attention keys and values → float32 ``logits (batch, vocab)`` and the
-  new token's ``new_k``/``new_v (batch, layers, heads, head_dim)``, which the
-  host writes into its cache. Cache entries at or past a row's position are
-  masked, so rows at different positions share one call (continuous
+  position: ``tokens (batch,)``, ``positions (batch,)``, per layer the
+  self-attention cache ``self_k_i``/``self_v_i (batch, heads, past,
+  head_dim)`` and the cross-attention keys and values → float32 ``logits
+  (batch, vocab)`` and the new token's ``new_k``/``new_v (batch, layers,
+  heads, head_dim)``, which the host writes into its cache. One input per
+  layer, not one stacked tensor: slicing a layer out of a stacked input is a
+  copy in ONNX Runtime, and the cross-attention keys and values are most of
+  a step's bytes (147 MB per step for 8 tiny.en windows). Cache entries at
+  or past a row's position are masked, so rows at different positions share one call (continuous
   batching), and ``past`` is at least 1 (ONNX Runtime and zero-length axes do
   not mix well).
 
@@ -54,7 +58,7 @@ LOG = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "int8"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
-EXPORT_VERSION = 1  # bump when the graphs' inputs, outputs or arithmetic change
+EXPORT_VERSION = 2  # bump when the graphs' inputs, outputs or arithmetic change
 OPSET = 17  # LayerNormalization is a single op from opset 17 on
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
@@ -86,13 +90,16 @@ class EncoderGraph(nn.Module):
         self.n_heads = int(first.num_heads)
         self.head_dim = int(first.head_dim)
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
         encoded = self.encoder(features).last_hidden_state
         batch, frames = encoded.shape[0], encoded.shape[1]
         shape = (batch, frames, self.n_heads, self.head_dim)
-        keys = [attn.k_proj(encoded).view(shape).transpose(1, 2) for attn in self.cross]
-        values = [attn.v_proj(encoded).view(shape).transpose(1, 2) for attn in self.cross]
-        return encoded, torch.stack(keys, dim=1), torch.stack(values, dim=1)
+        out = [encoded]
+        attn: Any
+        for attn in self.cross:
+            out.append(attn.k_proj(encoded).view(shape).permute(0, 2, 3, 1).contiguous())
+            out.append(attn.v_proj(encoded).view(shape).transpose(1, 2).contiguous())
+        return tuple(out)
 
 
 class DecoderStepGraph(nn.Module):
@@ -106,21 +113,16 @@ class DecoderStepGraph(nn.Module):
         self.head_dim = int(first.head_dim)
 
     def forward(
-        self,
-        tokens: torch.Tensor,
-        positions: torch.Tensor,
-        self_k: torch.Tensor,
-        self_v: torch.Tensor,
-        cross_k: torch.Tensor,
-        cross_v: torch.Tensor,
+        self, tokens: torch.Tensor, positions: torch.Tensor, *caches: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``caches``: per layer self_k, self_v, cross_k (transposed), cross_v."""
         decoder = self.decoder
         batch = tokens.shape[0]
         heads, head_dim = self.n_heads, self.head_dim
         # (batch, 1, d): a sequence axis of one keeps every Linear a MatMul, which
         # ONNX Runtime's dynamic quantization handles (it leaves Gemm alone).
         x = (decoder.embed_tokens(tokens) + decoder.embed_positions.weight[positions])[:, None]
-        past = self_k.shape[3]
+        past = caches[0].shape[2]
         keys = torch.arange(past, device=tokens.device)
         visible = keys[None, :] < positions[:, None]  # cache entries before the new token
         bias = torch.where(visible, 0.0, MASKED_LOGIT).to(x.dtype)
@@ -128,6 +130,7 @@ class DecoderStepGraph(nn.Module):
         bias = torch.cat([bias, torch.zeros_like(bias[:, :1])], dim=1)[:, None, None, :]
         new_keys, new_values = [], []
         for index, layer in enumerate(decoder.layers):
+            self_k, self_v, cross_k, cross_v = caches[4 * index : 4 * index + 4]
             attn = layer.self_attn
             h = layer.self_attn_layer_norm(x)
             q = (attn.q_proj(h) * attn.scaling).view(batch, 1, heads, head_dim).transpose(1, 2)
@@ -135,16 +138,16 @@ class DecoderStepGraph(nn.Module):
             v = attn.v_proj(h).view(batch, 1, heads, head_dim).transpose(1, 2)
             new_keys.append(k[:, :, 0])
             new_values.append(v[:, :, 0])
-            all_k = torch.cat([self_k[:, index], k], dim=2)
-            all_v = torch.cat([self_v[:, index], v], dim=2)
+            all_k = torch.cat([self_k, k], dim=2)
+            all_v = torch.cat([self_v, v], dim=2)
             weights = torch.softmax(q @ all_k.transpose(-1, -2) + bias, dim=-1)
             out = (weights @ all_v).transpose(1, 2).reshape(batch, 1, heads * head_dim)
             x = x + attn.out_proj(out)
             cross = layer.encoder_attn
             h = layer.encoder_attn_layer_norm(x)
             q = (cross.q_proj(h) * cross.scaling).view(batch, 1, heads, head_dim).transpose(1, 2)
-            weights = torch.softmax(q @ cross_k[:, index].transpose(-1, -2), dim=-1)
-            out = (weights @ cross_v[:, index]).transpose(1, 2).reshape(batch, 1, heads * head_dim)
+            weights = torch.softmax(q @ cross_k, dim=-1)
+            out = (weights @ cross_v).transpose(1, 2).reshape(batch, 1, heads * head_dim)
             x = x + cross.out_proj(out)
             h = layer.final_layer_norm(x)
             x = x + layer.fc2(layer.activation_fn(layer.fc1(h)))
@@ -153,18 +156,17 @@ class DecoderStepGraph(nn.Module):
         return logits.float(), torch.stack(new_keys, dim=1), torch.stack(new_values, dim=1)
 
 
-_ENCODER_INPUTS = ["features"]
-_ENCODER_OUTPUTS = ["encoded", "cross_k", "cross_v"]
-_DECODER_INPUTS = ["tokens", "positions", "self_k", "self_v", "cross_k", "cross_v"]
-_DECODER_OUTPUTS = ["logits", "new_k", "new_v"]
-_DYNAMIC_ENCODER = {"features": {0: "batch"}, "encoded": {0: "batch"},
-                    "cross_k": {0: "batch"}, "cross_v": {0: "batch"}}
-_DYNAMIC_DECODER = {
-    "tokens": {0: "batch"}, "positions": {0: "batch"},
-    "self_k": {0: "batch", 3: "past"}, "self_v": {0: "batch", 3: "past"},
-    "cross_k": {0: "batch"}, "cross_v": {0: "batch"},
-    "logits": {0: "batch"}, "new_k": {0: "batch"}, "new_v": {0: "batch"},
-}
+DECODER_OUTPUTS = ("logits", "new_k", "new_v")
+
+
+def cache_names(n_layers: int) -> list[str]:
+    """The decoder's per-layer cache inputs, in order (the encoder's outputs after the first)."""
+    return [f"{kind}_{i}" for i in range(n_layers)
+            for kind in ("self_k", "self_v", "cross_k", "cross_v")]
+
+
+def cross_names(n_layers: int) -> list[str]:
+    return [name for name in cache_names(n_layers) if name.startswith("cross_")]
 
 
 def export_dir(model_path: Path, cache_dir: Path, precision: Precision) -> Path:
@@ -216,16 +218,27 @@ def export_graphs(model_path: Path, out_dir: Path) -> None:
     frames = int(config.max_source_positions)
     b = _EXAMPLE_BATCH
     features = torch.zeros(b, n_mels, n_frames)
-    self_kv = torch.zeros(b, layers, heads, _EXAMPLE_PAST, head_dim)
-    cross_kv = torch.zeros(b, layers, heads, frames, head_dim)
+    self_kv = torch.zeros(b, heads, _EXAMPLE_PAST, head_dim)
+    cross_k = torch.zeros(b, heads, head_dim, frames)
+    cross_v = torch.zeros(b, heads, frames, head_dim)
+    caches = [self_kv, self_kv, cross_k, cross_v] * layers
     tokens = torch.zeros(b, dtype=torch.long)
     positions = torch.tensor([_EXAMPLE_PAST - 1, 0][:b], dtype=torch.long)
+    batch = {0: "batch"}
+    crosses = cross_names(layers)
+    encoder_dynamic = {name: batch for name in ["features", "encoded", *crosses]}
+    decoder_dynamic = {name: batch for name in ["tokens", "positions", *crosses,
+                                                *DECODER_OUTPUTS]}
+    for name in cache_names(layers):
+        if name.startswith("self_"):
+            decoder_dynamic[name] = {0: "batch", 2: "past"}
     LOG.info("exporting %s to ONNX in %s", model_path, out_dir)
     with torch.inference_mode():
-        _export(encoder, (features,), out_dir / ENCODER_FILE, _ENCODER_INPUTS,
-                _ENCODER_OUTPUTS, _DYNAMIC_ENCODER)
-        _export(step, (tokens, positions, self_kv, self_kv, cross_kv, cross_kv),
-                out_dir / DECODER_FILE, _DECODER_INPUTS, _DECODER_OUTPUTS, _DYNAMIC_DECODER)
+        _export(encoder, (features,), out_dir / ENCODER_FILE, ["features"],
+                ["encoded", *crosses], encoder_dynamic)
+        _export(step, (tokens, positions, *caches), out_dir / DECODER_FILE,
+                ["tokens", "positions", *cache_names(layers)], list(DECODER_OUTPUTS),
+                decoder_dynamic)
 
 
 def _export(
@@ -246,7 +259,10 @@ def _export(
 
 def quantize_graphs(fp32_dir: Path, out_dir: Path) -> None:
     """Dynamic int8 quantization of every MatMul weight of both graphs."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import (  # type: ignore[import-untyped]
+        QuantType,
+        quantize_dynamic,
+    )
 
     for name in GRAPH_FILES:
         quantize_dynamic(

@@ -353,8 +353,8 @@ class WhisperRunner:
 
         A feed is polled without blocking while any slot is busy, so windows
         that arrive mid-way join the running batch at the next step. Windows
-        are taken one encoder batch ahead of the free slots and encoded while
-        the decoder steps (:mod:`encoder_pipeline`).
+        are taken and encoded one encoder batch ahead of the free slots
+        (:mod:`encoder_pipeline`).
         """
         self._use_device()
         feed = requests if isinstance(requests, RequestFeed) else IterableFeed(requests)
@@ -405,20 +405,20 @@ class WhisperRunner:
         While a whole encoder batch of slots is free (or none is busy), windows
         are encoded and admitted before the next step: a step costs about the
         same at any batch size below the bandwidth limit, so full batches
-        decode the most windows per step. Otherwise one batch is encoded ahead
-        on the encoder's stream, for the slots that free up mid-way.
+        decode the most windows per step. Otherwise one batch is encoded ahead,
+        for the slots that free up mid-way. Windows are taken from the feed one
+        encoder batch at a time, so runners sharing a feed (one per GPU) split
+        it between them instead of the first one taking everything.
         """
         pipe = self.pipeline
         while True:
             busy = self.max_batch - len(free)
-            if not closed:
-                room = len(free) + pipe.batch - pipe.waiting()
-                if room > 0:
-                    idle = busy == 0 and pipe.waiting() == 0
-                    closed = yield from self._take(feed, room, wait=idle)
             urgent = busy == 0 or len(free) >= pipe.batch
-            ahead = pipe.encoded() < (1 if urgent else pipe.batch)
-            if pipe.has_pending() and ahead:
+            want = len(free) + pipe.batch - pipe.waiting()
+            if not closed and want > 0:
+                idle = busy == 0 and pipe.waiting() == 0
+                closed = yield from self._take(feed, min(want, pipe.batch), wait=idle)
+            if pipe.has_pending() and pipe.encoded() < (1 if urgent else pipe.batch):
                 pipe.launch()
                 self._count_encoder()
             admitted = False
@@ -428,9 +428,8 @@ class WhisperRunner:
                     yield from self._admit(taken, states, occupants, free, step, ends)
                 admitted = True
                 urgent = len(free) >= pipe.batch
-            if not (admitted and urgent and pipe.waiting()) and not (
-                urgent and pipe.has_pending()
-            ):
+            drained = closed and pipe.waiting() == 0
+            if not (urgent and (admitted or pipe.has_pending()) and not drained):
                 return closed
 
     def _count_encoder(self) -> None:

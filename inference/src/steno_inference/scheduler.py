@@ -15,14 +15,23 @@ import itertools
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from typing import Protocol
 
-from steno_inference.runner import DecodeRequest, DecodeResult, WhisperRunner
+from steno_inference.runner import DecodeRequest, DecodeResult, RequestFeed
 
 LOG = logging.getLogger(__name__)
 
 ResultCallback = Callable[[DecodeResult], None]
+
+
+class DecodeLoop(Protocol):
+    """What the scheduler drives: WhisperRunner, or OnnxWhisperRunner on the onnx backend."""
+
+    def decode(self, requests: RequestFeed) -> Iterator[DecodeResult]:
+        """Results of the feed's windows as they finish; ends when the feed is closed."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -38,7 +47,7 @@ class SchedulerStats:
 class DecodeScheduler:
     """A thread-safe feed for one runner, and the thread that drives it."""
 
-    def __init__(self, runner: WhisperRunner) -> None:
+    def __init__(self, runner: DecodeLoop) -> None:
         self._runner = runner
         self._queue: deque[tuple[DecodeRequest, float]] = deque()
         self._callbacks: dict[int, tuple[object, ResultCallback]] = {}

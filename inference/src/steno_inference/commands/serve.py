@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from steno_inference.backends import BACKENDS, DTYPES
 from steno_inference.server.limits import (
     DEFAULT_GRACE_S,
     DEFAULT_LONG_CALL_RESERVE_S,
@@ -50,7 +51,10 @@ def register(subparsers: Any) -> None:
     sv.add_argument("--model", default="tiny.en",
                     help="tiny.en, base, a local HF or CTranslate2 directory, or a hub id")
     sv.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
-    sv.add_argument("--dtype", default="auto", choices=("auto", "fp16", "bf16", "fp32"))
+    sv.add_argument("--dtype", default="auto", choices=DTYPES,
+                    help="torch: auto, fp16, bf16, fp32; onnx: auto (fp32), fp32, int8")
+    sv.add_argument("--backend", default="auto", choices=BACKENDS,
+                    help="torch, onnx (CPU, ONNX Runtime) or auto: torch on GPU, onnx on CPU")
     sv.add_argument("--batch-size", type=int, default=None, metavar="N",
                     help="decoder slots (default: sized from the device)")
     sv.add_argument("--max-message-mib", type=float, default=DEFAULT_MAX_AUDIO_BYTES / MIB,
@@ -103,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port or None,
         ).validated()
         engine = Engine.load(EngineConfig(
-            model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size
+            model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+            backend=args.backend,
         ))
     except (OptionsError, ModelError, ValueError) as error:
         print(f"steno: error: {error}", file=sys.stderr)

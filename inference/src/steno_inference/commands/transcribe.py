@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from steno_inference.backends import BACKENDS, DTYPES
 from steno_inference.options import (
     OUTPUT_FORMATS,
     TASKS,
@@ -58,7 +59,10 @@ def register(subparsers: Any) -> None:
     tr.add_argument("--batch-size", type=_batch_size, default=None, metavar="auto|N",
                     help="decoder batch (windows at once); auto sizes it from the device")
     tr.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
-    tr.add_argument("--dtype", default="auto", choices=("auto", "fp16", "bf16", "fp32"))
+    tr.add_argument("--dtype", default="auto", choices=DTYPES,
+                    help="torch: auto, fp16, bf16, fp32; onnx: auto (fp32), fp32, int8")
+    tr.add_argument("--backend", default="auto", choices=BACKENDS,
+                    help="torch, onnx (CPU, ONNX Runtime) or auto: torch on GPU, onnx on CPU")
     tr.add_argument("--attention", default="auto", choices=("auto", "flash", "sdpa", "eager"),
                     help="encoder attention kernel; flash uses flash-attn when installed")
     tr.add_argument("--diarize", action="store_true",
@@ -100,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
             raise OptionsError("speaker counts need --diarize")
         config = EngineConfig(
             model=args.model, device=args.device, dtype=args.dtype, attention=args.attention,
-            batch_size=args.batch_size, vad=not args.no_vad,
+            batch_size=args.batch_size, vad=not args.no_vad, backend=args.backend,
         )
         engine = Engine.load(config)
         engine.check_options(options)

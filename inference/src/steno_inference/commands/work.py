@@ -31,6 +31,8 @@ import time
 from types import FrameType
 from typing import Any
 
+from steno_inference.backends import BACKENDS, DTYPES
+
 NAME = "work"
 STOP_GRACE_S = 20.0  # after SIGTERM; Kubernetes' default grace period is 30 s
 PLAN_ENV = "STENO_PLAN_URI"
@@ -50,7 +52,10 @@ def register(subparsers: Any) -> None:
     work.add_argument("--shard", default=None, metavar="N",
                       help=f"shard index (default: ${SHARD_ENV})")
     work.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
-    work.add_argument("--dtype", default="auto", choices=("auto", "fp16", "bf16", "fp32"))
+    work.add_argument("--dtype", default="auto", choices=DTYPES,
+                      help="torch: auto, fp16, bf16, fp32; onnx: auto (fp32), fp32, int8")
+    work.add_argument("--backend", default="auto", choices=BACKENDS,
+                      help="torch, onnx (CPU, ONNX Runtime) or auto: torch on GPU, onnx on CPU")
     work.add_argument("--attention", default="auto", choices=("auto", "flash", "sdpa", "eager"))
     work.add_argument("--batch-size", type=int, default=None, metavar="N",
                       help="decoder slots (default: sized from the device)")
@@ -125,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     def load_engine(model: str) -> Engine:
         engine = Engine.load(EngineConfig(
             model=model, device=args.device, dtype=args.dtype, attention=args.attention,
-            batch_size=args.batch_size,
+            batch_size=args.batch_size, backend=args.backend,
         ))
         engines.append(engine)
         logging.getLogger(__name__).info("engine loaded: %s on %s", model, engine.device)
