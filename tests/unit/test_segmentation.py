@@ -57,3 +57,40 @@ def test_buffer_reads_dropped_samples_as_silence():
     buffer.discard_before(SR)
     data = buffer.slice(SR - 2, SR + 2)
     assert data.tolist() == [0.0, 0.0, float(SR), float(SR + 1)]
+
+
+class _LoudnessDetector:
+    """Stands in for Silero at the edge of this unit: speech is any loud frame."""
+
+    def reset(self) -> None:
+        self._pending = np.zeros(0, dtype=np.float32)
+
+    def probabilities(self, pcm: np.ndarray) -> np.ndarray:
+        data = np.concatenate([self._pending, pcm])
+        n = data.size // 512
+        self._pending = data[n * 512 :]
+        frames = data[: n * 512].reshape(n, 512)
+        return (np.abs(frames).max(axis=1) > 0.5).astype(np.float32)
+
+    def flush(self) -> np.ndarray:
+        return np.zeros(0, dtype=np.float32)
+
+
+def test_sparse_speech_keeps_memory_bounded():
+    from steno_inference.segmentation import MAX_BUFFERED_S, WindowBuilder
+
+    builder = WindowBuilder(_LoudnessDetector())  # type: ignore[arg-type]
+    minute = np.zeros(60 * SR, dtype=np.float32)
+    minute[:3 * SR] = 0.9  # 3 s of "speech" each minute
+    windows = []
+    peak = 0
+    for _ in range(20):
+        for block in np.split(minute, 6):
+            windows += builder.feed(block)
+            peak = max(peak, builder.buffered_samples)
+    windows += builder.finish()
+    assert peak <= MAX_BUFFERED_S * SR + 10 * SR  # one read block of slack
+    assert sum(len(w.pieces) for w in windows) == 20
+    assert all(w.n_samples <= N_SAMPLES for w in windows)
+    # Each window's audio is the speech itself, copied when its span was added.
+    assert all(np.all(w.audio[SR : 2 * SR] == np.float32(0.9)) for w in windows)

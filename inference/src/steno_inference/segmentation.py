@@ -14,9 +14,9 @@ come from). steno instead cuts at silences found by voice activity:
   so timestamps come back in source time.
 
 Everything works on a stream: :class:`WindowBuilder` takes PCM blocks and
-emits each window as soon as it is complete, holding at most one window in
-progress plus the audio since the last region boundary (bounded by
-:data:`MAX_BUFFERED_S`), so memory does not grow with the length of the file.
+emits each window as soon as it is complete, holding at most one window's
+speech (30 s) plus the last :data:`MAX_BUFFERED_S` of the stream, so memory
+does not grow with the length of the file or of its silences.
 """
 
 from __future__ import annotations
@@ -175,11 +175,18 @@ class PcmBuffer:
 
 
 class WindowPacker:
-    """Greedy, in-order packing of speech regions into windows of at most N_SAMPLES."""
+    """Greedy, in-order packing of speech regions into windows of at most N_SAMPLES.
+
+    Each span's audio is copied out of the stream buffer when the span is
+    added, so the buffer never has to hold the (possibly long) silences of a
+    window in progress: with sparse speech a window can take minutes of
+    source to fill, and only its 30 s of speech stay in memory.
+    """
 
     def __init__(self, max_kept_gap_s: float = MAX_KEPT_GAP_S) -> None:
         self._max_gap = int(max_kept_gap_s * SAMPLE_RATE)
         self._spans: list[tuple[int, int]] = []  # source [start, end) of each piece
+        self._audio: list[list[np.ndarray]] = []  # each piece's samples, in chunks
         self._next_index = 0
 
     def add(self, region: SpeechRegion, buffer: PcmBuffer) -> Iterator[Window]:
@@ -189,34 +196,34 @@ class WindowPacker:
             keep_gap = start - last_end <= self._max_gap
             grown = self._packed_samples() + (end - (last_end if keep_gap else start))
             if grown > N_SAMPLES:
-                yield self._emit(buffer)
+                yield self._emit()
             elif keep_gap:
+                # The pause stays: the piece grows over it, with its real audio.
                 self._spans[-1] = (last_start, end)
+                self._audio[-1].append(buffer.slice(last_end, end))
                 return
         self._spans.append((start, end))
+        self._audio.append([buffer.slice(start, end)])
 
     def finish(self, buffer: PcmBuffer) -> Iterator[Window]:
+        del buffer  # every span's audio was copied when it was added
         if self._spans:
-            yield self._emit(buffer)
-
-    def pending_start(self) -> int | None:
-        """Source offset of the oldest sample the window in progress still needs."""
-        return self._spans[0][0] if self._spans else None
+            yield self._emit()
 
     def _packed_samples(self) -> int:
         return sum(end - start for start, end in self._spans)
 
-    def _emit(self, buffer: PcmBuffer) -> Window:
+    def _emit(self) -> Window:
         pieces: list[Piece] = []
-        chunks: list[np.ndarray] = []
         cursor = 0
         for start, end in self._spans:
             pieces.append(Piece(start, cursor, end - start))
-            chunks.append(buffer.slice(start, end))
             cursor += end - start
-        window = Window(self._next_index, tuple(pieces), np.concatenate(chunks))
+        audio = np.concatenate([chunk for chunks in self._audio for chunk in chunks])
+        window = Window(self._next_index, tuple(pieces), audio)
         self._next_index += 1
         self._spans = []
+        self._audio = []
         return window
 
 
@@ -247,6 +254,11 @@ class WindowBuilder:
     def samples_read(self) -> int:
         return self._buffer.end
 
+    @property
+    def buffered_samples(self) -> int:
+        """Samples held for the stream itself (not counting the window in progress)."""
+        return self._buffer.end - self._buffer.start
+
     def feed(self, pcm: np.ndarray) -> list[Window]:
         self._buffer.append(pcm)
         if self._detector is None:
@@ -270,11 +282,10 @@ class WindowBuilder:
         return windows
 
     def _trim(self) -> None:
-        keep_from = self._buffer.end - int(self._keep_s * SAMPLE_RATE)
-        pending = self._packer.pending_start()
-        if pending is not None:
-            keep_from = min(keep_from, pending)
-        self._buffer.discard_before(keep_from)
+        # A region still to be reported starts at most a region's length plus its
+        # padding and closing silence ago, and a kept pause is shorter than that:
+        # older audio can never be asked for again.
+        self._buffer.discard_before(self._buffer.end - int(self._keep_s * SAMPLE_RATE))
 
     def _fixed(self, final: bool) -> list[Window]:
         windows: list[Window] = []
