@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export OMP_WAIT_POLICY ?= PASSIVE
 VENV := .venv/bin
-TEST_EXTRAS := inference,models,operator,diarization,dev
+TEST_EXTRAS := inference,models,operator,diarization,onnx,dev
 
 .PHONY: help demo setup setup-dev lint test test-unit dev-cluster proto
 

@@ -78,14 +78,17 @@ def test_fp32_tokens_equal_torch(model: str, speech_data) -> None:
         assert {r.language for r in ours.values()} == {"en"}
 
 
-def test_one_at_a_time_equals_batched(tiny_onnx, speech_data) -> None:
-    audio = [decode_audio(u.path) for u in librivox_utterances()]
-    features = tiny_onnx.features(audio)
+@pytest.mark.parametrize("engine_name", ["tiny_onnx", "tiny_int8"])
+def test_one_at_a_time_equals_batched(engine_name: str, request, speech_data) -> None:
+    # int8 too: a window's tokens must not depend on which windows share its steps.
+    engine: Engine = request.getfixturevalue(engine_name)
+    audio = [decode_audio(u.path) for u in librivox_utterances() + cards_utterances()]
+    features = engine.features(audio)
     requests = [DecodeRequest(i, features[i], None) for i in range(len(audio))]
-    batched = {r.key: r.tokens for r in tiny_onnx.runner.decode(requests)}
-    for request in requests:
-        (single,) = tiny_onnx.runner.decode([request])
-        assert single.tokens == batched[request.key]
+    batched = {r.key: r.tokens for r in engine.runner.decode(requests)}
+    for one in requests:
+        (single,) = engine.runner.decode([one])
+        assert single.tokens == batched[one.key]
 
 
 def _wer(engine: Engine) -> float:

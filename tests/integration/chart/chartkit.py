@@ -120,7 +120,9 @@ MATRIX: dict[str, dict[str, Any]] = {
     "pool-tls-mtls-auth": merge(POOL, {"serving": {
         "tls": {"enabled": True, "secretName": "steno-tls", "clientAuth": True},
         "auth": {"tokenSecretName": "steno-tokens"}}}),
-    "pool-cpu-only": merge(POOL, {"serving": {"gpus": 0, "model": "tiny.en", "device": "cpu"}}),
+    # The documented CPU pool (ONNX Runtime, int8, no GPU), exactly as shipped.
+    "pool-cpu-only": merge(POOL, yaml.safe_load(
+        (CHART_DIR / "examples" / "cpu-pool.yaml").read_text())),
     "pool-pvc-pod-ip": merge(POOL, {"serving": {
         "modelCache": {"existingClaim": "whisper-models"}, "listenOnPodIP": True,
         "metricsPort": 0, "batchSize": 32, "reflection": True,

@@ -252,6 +252,9 @@ def test_gpu_placement_reaches_the_pool_and_the_workers() -> None:
     cpu_pool = pod_spec(one(render(MATRIX["pool-cpu-only"]), "Deployment", "-serving"))
     assert "nvidia.com/gpu" not in json.dumps(cpu_pool["containers"][0]["resources"])
     assert "tolerations" not in cpu_pool
+    server = cpu_pool["containers"][0]
+    assert {"--device=cpu", "--backend=onnx", "--dtype=int8"} <= set(server["args"])
+    assert server["resources"]["requests"] == {"cpu": "2", "memory": "2Gi"}
 
 
 def test_worker_settings_follow_the_values() -> None:
