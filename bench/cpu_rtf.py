@@ -57,6 +57,7 @@ def main() -> None:
         "wall_s_median": round(wall, 3),
         "wall_s_all": [round(w, 3) for w in walls],
         "rtf": round(wall / duration_s, 4),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
     }
     print(f"{'model':10} {'device':6} {'audio s':>8} {'wall s':>8} {'RTF':>7}")
     print(f"{args.model:10} {row['device']:6} {duration_s:8.1f} {wall:8.2f} {row['rtf']:7.3f}")
