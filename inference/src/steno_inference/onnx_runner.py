@@ -58,8 +58,9 @@ from steno_inference.runner import (
     IterableFeed,
     RequestFeed,
     RunnerStats,
+    prompt_tokens,
 )
-from steno_inference.slot_state import NO_TOKEN, Admission, SlotState
+from steno_inference.slot_state import Admission, SlotState
 from steno_inference.tokens import WhisperTokens
 
 LOG = logging.getLogger(__name__)
@@ -93,19 +94,6 @@ def session_options(threads: int | None = None) -> Any:
     return options
 
 
-def prompt_tokens(tokens: WhisperTokens, request: DecodeRequest) -> tuple[int, ...]:
-    """The prompt of a request: as WhisperRunner builds it (NO_TOKEN: detect the language)."""
-    if not tokens.is_multilingual:
-        return (tokens.sot,)
-    task = tokens.translate if request.task == "translate" else tokens.transcribe
-    if task is None:
-        raise ValueError(f"model has no token for task {request.task!r}")
-    if request.language is None:
-        return (tokens.sot, NO_TOKEN, task)
-    language = tokens.language_ids.get(request.language)
-    if language is None:
-        raise ValueError(f"model has no language {request.language!r}")
-    return (tokens.sot, language, task)
 
 
 class OnnxWhisperRunner:

@@ -178,6 +178,22 @@ class _Flags:
     next_buffer: int = 0
 
 
+def prompt_tokens(tokens: WhisperTokens, request: DecodeRequest) -> tuple[int, ...]:
+    """A request's prompt: <|startoftranscript|>, then language and task on multilingual
+    models (NO_TOKEN in the language place: detect it at the first step)."""
+    if not tokens.is_multilingual:
+        return (tokens.sot,)
+    task = tokens.translate if request.task == "translate" else tokens.transcribe
+    if task is None:
+        raise ValueError(f"model has no token for task {request.task!r}")
+    if request.language is None:
+        return (tokens.sot, NO_TOKEN, task)
+    language = tokens.language_ids.get(request.language)
+    if language is None:
+        raise ValueError(f"model has no language {request.language!r}")
+    return (tokens.sot, language, task)
+
+
 class WhisperRunner:
     """Runs one Whisper model on one device: encode batches, decode with continuous batching."""
 
@@ -330,18 +346,7 @@ class WhisperRunner:
     # ------------------------------------------------------------------- loop
 
     def _prompt(self, request: DecodeRequest) -> tuple[int, ...]:
-        t = self.tokens
-        if not t.is_multilingual:
-            return (t.sot,)
-        task = t.translate if request.task == "translate" else t.transcribe
-        if task is None:
-            raise ValueError(f"model has no token for task {request.task!r}")
-        if request.language is None:
-            return (t.sot, NO_TOKEN, task)
-        language = t.language_ids.get(request.language)
-        if language is None:
-            raise ValueError(f"model has no language {request.language!r}")
-        return (t.sot, language, task)
+        return prompt_tokens(self.tokens, request)
 
     @torch.inference_mode()
     def decode(
