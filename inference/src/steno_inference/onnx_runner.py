@@ -290,16 +290,8 @@ class OnnxWhisperRunner:
         done = [occupants[row] for row in rows]
         self._release(rows, occupants)
         for occupant, harvest in zip(done, harvests, strict=True):
-            language = t.language_code(harvest.prompt[1]) if t.is_multilingual else "en"
-            yield DecodeResult(
-                key=occupant.request.key,
-                tokens=harvest.tokens,
-                prompt=harvest.prompt,
-                language=language,
-                sum_logprob=harvest.sum_logprob,
-                no_speech_prob=harvest.no_speech_prob,
-                truncated=not (harvest.ended_by_eot or harvest.reached_fixed),
-                encoded=occupant.encoded,
+            yield DecodeResult.from_harvest(
+                occupant.request.key, harvest, t, occupant.encoded
             )
 
     def _evict_cancelled(self, occupants: list[_Occupant]) -> Iterator[DecodeResult]:

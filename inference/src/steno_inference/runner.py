@@ -53,7 +53,7 @@ from steno_inference.cuda_graphs import StepGraphs
 from steno_inference.decoder_pass import N_AUDIO_CTX, DecoderPass
 from steno_inference.encoder_pass import EncoderPass
 from steno_inference.encoder_pipeline import EncoderPipeline
-from steno_inference.slot_state import NO_TOKEN, Admission, SlotState
+from steno_inference.slot_state import NO_TOKEN, Admission, Harvest, SlotState
 from steno_inference.tokens import WhisperTokens
 
 LOG = logging.getLogger(__name__)
@@ -108,6 +108,23 @@ class DecodeResult:
     encoded: torch.Tensor | None = None  # (1500, d_model) when the request asked for it
     cancelled: bool = False  # dropped before it finished: tokens are incomplete
     failure: str | None = None  # set when decoding itself failed (the device, not the input)
+
+    @classmethod
+    def from_harvest(
+        cls, key: object, harvest: Harvest, tokens: WhisperTokens, encoded: torch.Tensor | None
+    ) -> DecodeResult:
+        """The result of a finished slot, as either backend harvests it."""
+        language = tokens.language_code(harvest.prompt[1]) if tokens.is_multilingual else "en"
+        return cls(
+            key=key,
+            tokens=harvest.tokens,
+            prompt=harvest.prompt,
+            language=language,
+            sum_logprob=harvest.sum_logprob,
+            no_speech_prob=harvest.no_speech_prob,
+            truncated=not (harvest.ended_by_eot or harvest.reached_fixed),
+            encoded=encoded,
+        )
 
     @classmethod
     def dropped(cls, request: DecodeRequest) -> DecodeResult:
@@ -600,16 +617,8 @@ class WhisperRunner:
                 continue
             occupants[row] = None
             heapq.heappush(free, row)
-            language = t.language_code(harvest.prompt[1]) if t.is_multilingual else "en"
-            yield DecodeResult(
-                key=occupant.request.key,
-                tokens=harvest.tokens,
-                prompt=harvest.prompt,
-                language=language,
-                sum_logprob=harvest.sum_logprob,
-                no_speech_prob=harvest.no_speech_prob,
-                truncated=not (harvest.ended_by_eot or harvest.reached_fixed),
-                encoded=occupant.encoded,
+            yield DecodeResult.from_harvest(
+                occupant.request.key, harvest, t, occupant.encoded
             )
 
     def _evict_cancelled(
