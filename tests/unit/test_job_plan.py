@@ -1,8 +1,10 @@
-"""Planning: output stems, balance by size, problems kept in the plan, canonical JSON."""
+"""The worker's plan: typed inputs and shards, problems kept, strict parsing, record ids.
+
+The format's own rules (stems, balancing, canonical bytes) are tested in
+test_plan_format.py, against steno_api.plan.
+"""
 
 from __future__ import annotations
-
-import random
 
 import pytest
 from steno_inference.jobs import layout
@@ -12,9 +14,7 @@ from steno_inference.jobs.plan import (
     REASON_MISSING,
     PlanError,
     ShardIndexError,
-    balance,
     build_plan,
-    output_stems,
     parse_plan,
 )
 from steno_inference.jobs.spec import parse_spec
@@ -36,42 +36,6 @@ def _spec(parallelism: int = 3, formats: tuple[str, ...] = ("json", "srt")):
 def _listed(key: str, size: int | None, bucket: str = "audio-in") -> Listed:
     uri = S3Uri(bucket, key)
     return Listed(uri, None if size is None else ObjectInfo(uri, size, f'"{size:032x}"'))
-
-
-def test_stems_keep_folders_and_drop_extensions() -> None:
-    keys = ["day1/keynote.wav", "day1/keynote.mp3", "day2/keynote.wav", "b.wav", ".hidden.wav",
-            "noext", "day1/keynote-1.wav"]
-    # Repeats get suffixes in sorted order of the names: keynote.mp3 < keynote.wav.
-    assert output_stems(keys) == [
-        "day1/keynote-2", "day1/keynote", "day2/keynote", "b", "hidden", "noext",
-        "day1/keynote-1",
-    ]
-    # The same inputs in another order get the same stems.
-    shuffled = list(reversed(keys))
-    assert output_stems(shuffled) == list(reversed(output_stems(keys)))
-
-
-def test_balance_is_deterministic_and_within_one_item_of_even() -> None:
-    rng = random.Random(5)
-    for _ in range(50):
-        weights = [rng.randint(1, 10_000_000) for _ in range(rng.randint(1, 60))]
-        shards = rng.randint(1, 8)
-        assigned = balance(weights, shards)
-        assert assigned == balance(weights, shards)
-        loads = [0] * shards
-        for weight, shard in zip(weights, assigned, strict=True):
-            loads[shard] += weight
-        used = [load for load in loads if load]
-        # LPT: the heaviest shard exceeds the lightest by at most one item.
-        assert max(loads) - min(loads) <= max(weights)
-        assert len(used) == min(shards, len(weights))
-
-
-def test_balance_spreads_equal_items_and_breaks_ties_by_index() -> None:
-    assert balance([5, 5, 5, 5], 2) == [0, 1, 0, 1]
-    assert balance([1, 100, 1, 1], 2) == [1, 0, 1, 1]
-    with pytest.raises(ValueError):
-        balance([1], 0)
 
 
 def test_plan_assigns_shards_by_size_and_keeps_problems() -> None:

@@ -37,8 +37,10 @@ import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
+
+from steno_api import plan as plan_format
 
 from steno_inference.options import OUTPUT_FORMATS, OutputFormat
 from steno_inference.transcript import Segment, Transcript
@@ -48,7 +50,7 @@ TIME_DECIMALS = 3  # JSON times carry whole milliseconds, like SRT/VTT/TSV
 MS_PER_S = 1000
 MS_PER_HOUR = 3_600_000  # 60 * 60 * MS_PER_S
 MS_PER_MINUTE = 60_000  # 60 * MS_PER_S
-FALLBACK_STEM = "audio"  # for an input whose name yields no usable stem
+FALLBACK_STEM = plan_format.FALLBACK_STEM  # for an input whose name yields no usable stem
 
 _WHITESPACE_RUN = re.compile(r"\s+")
 _SRT_ARROW = re.compile(r"-{2,}>")  # "-->" and longer runs would read as a timing line
@@ -306,40 +308,12 @@ def write_outputs(
     return paths
 
 
-def _base_stem(source: str | os.PathLike[str]) -> str:
-    # Works for URIs too: "s3://bucket/a/x.wav" → "x". Only the final name is used.
-    name = PurePath(os.fspath(source).replace("\\", "/")).name
-    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
-    stem = clean_text(stem).lstrip(".")
-    return stem or FALLBACK_STEM
-
-
 def unique_stems(sources: Sequence[str | os.PathLike[str]]) -> list[str]:
     """One output stem per source, distinct even when basenames repeat.
 
-    ``["a/x.wav", "b/x.wav"]`` → ``["x", "x-1"]``. Suffixes are handed out in sorted
-    order of the full source strings, so the same set of inputs gets the same stems
-    whatever order a listing returns them in (a rerun writes the same names). Stems
-    are compared case-insensitively, so ``X.wav`` and ``x.wav`` do not collide on a
-    case-insensitive file system either.
+    ``["a/x.wav", "b/x.wav"]`` → ``["x", "x-1"]``; suffixes follow sorted order
+    and stems compare case-insensitively. Job plans name outputs by the same
+    rule, so the rule itself is :func:`steno_api.plan.unique_stems`, which
+    the operator shares; here it also takes paths.
     """
-    keys = [os.fspath(source) for source in sources]
-    order = sorted(range(len(keys)), key=lambda i: (keys[i], i))
-    base = {i: _base_stem(keys[i]) for i in order}
-    # Bare stems are reserved first, so "x-1.wav" keeps its own name even when another
-    # "x.wav" exists; only true repeats get suffixes.
-    taken: set[str] = set()
-    stems: dict[int, str] = {}
-    for i in order:
-        if base[i].casefold() not in taken:
-            taken.add(base[i].casefold())
-            stems[i] = base[i]
-    for i in order:
-        if i in stems:
-            continue
-        n = 1
-        while f"{base[i]}-{n}".casefold() in taken:
-            n += 1
-        stems[i] = f"{base[i]}-{n}"
-        taken.add(stems[i].casefold())
-    return [stems[i] for i in range(len(keys))]
+    return plan_format.unique_stems([os.fspath(source) for source in sources])

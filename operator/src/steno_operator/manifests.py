@@ -37,13 +37,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from steno_api.plan import PLAN_KEY as PLAN_KEY
+from steno_api.plan import RESERVED_DIR as RESERVED_DIR
+
 from steno_operator.settings import OperatorSettings, PlacementDefaults
 from steno_operator.spec import API_VERSION, KIND, PlacementSpec, TranscriptionJobSpec
 
 # --- object-store layout (steno_inference.jobs.layout) ------------------------
+# RESERVED_DIR and PLAN_KEY come from the plan format both sides share (steno_api.plan).
 
-RESERVED_DIR = "_steno"
-PLAN_KEY = f"{RESERVED_DIR}/plan.json"
 MANIFESTS_DIR = f"{RESERVED_DIR}/manifests"
 RESULT_MANIFEST_KEY = f"{RESERVED_DIR}/manifest.json"  # the operator's: the job's commit point
 SHARD_DIGITS = 5  # shard-00000 … shard-99999

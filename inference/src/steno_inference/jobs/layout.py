@@ -18,11 +18,16 @@ from __future__ import annotations
 
 import hashlib
 
+from steno_api.plan import PLAN_KEY
+from steno_api.plan import RESERVED_DIR as RESERVED_DIR
+from steno_api.plan import is_reserved as is_reserved
+
 from steno_inference.options import OutputFormat
 from steno_inference.storage.uri import S3Uri
 
-RESERVED_DIR = "_steno"
-PLAN_NAME = f"{RESERVED_DIR}/plan.json"
+# The reserved folder and the plan's place are part of the plan format the operator
+# shares (steno_api.plan); the records and manifests below are the worker's own.
+PLAN_NAME = PLAN_KEY
 RECORDS_DIR = f"{RESERVED_DIR}/records"
 MANIFESTS_DIR = f"{RESERVED_DIR}/manifests"
 FILE_ID_HEX_CHARS = 40  # 160 bits of SHA-256: no collision among any job's inputs
@@ -55,7 +60,3 @@ def manifest_uri(output: S3Uri, shard: int) -> S3Uri:
 def output_uri(output: S3Uri, stem: str, fmt: OutputFormat) -> S3Uri:
     """The object ``<output>/<stem>.<fmt>``, validated as a key steno may write."""
     return output.child(f"{stem}.{fmt}")
-
-
-def is_reserved(stem: str) -> bool:
-    return stem == RESERVED_DIR or stem.startswith(RESERVED_DIR + "/")

@@ -23,11 +23,14 @@ digit).
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 
+# The key rules are part of the plan format the operator shares: the planner
+# gives an input a problem exactly when writing its output here would fail.
+from steno_api.plan import MAX_KEY_BYTES as MAX_KEY_BYTES
+from steno_api.plan import output_key_problem
+
 SCHEME = "s3://"
-MAX_KEY_BYTES = 1024  # S3's limit on an object key, in bytes of UTF-8
 MIN_BUCKET_CHARS = 3
 MAX_BUCKET_CHARS = 63
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]*[a-z0-9]")
@@ -114,22 +117,13 @@ def _check_key_length(key: str, shown: str) -> None:
 
 
 def validate_output_key(key: str, *, what: str = "output key") -> str:
-    """Return ``key`` if steno may write an object there, else raise :class:`InvalidUriError`."""
-    if not key:
-        raise InvalidUriError(f"{what} is empty")
-    _check_key_length(key, key[:80] + ("…" if len(key) > 80 else ""))
-    if key.startswith("/"):
-        raise InvalidUriError(f"{what} {key!r} is absolute (starts with '/')")
-    if "\\" in key:
-        raise InvalidUriError(f"{what} {key!r} contains a backslash")
-    for char in key:
-        if unicodedata.category(char) in ("Cc", "Cs"):
-            raise InvalidUriError(f"{what} {key!r} contains a control character")
-    for segment in key.split("/"):
-        if not segment:
-            raise InvalidUriError(f"{what} {key!r} has an empty segment ('//' or a trailing '/')")
-        if segment in (".", ".."):
-            raise InvalidUriError(f"{what} {key!r} contains a {segment!r} segment")
+    """Return ``key`` if steno may write an object there, else raise :class:`InvalidUriError`.
+
+    The rules are :func:`steno_api.plan.output_key_problem` (see the module docstring).
+    """
+    problem = output_key_problem(key, what=what)
+    if problem is not None:
+        raise InvalidUriError(problem)
     return key
 
 
