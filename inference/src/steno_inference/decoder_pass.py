@@ -95,15 +95,14 @@ class DecoderPass:
         shape = (n, N_AUDIO_CTX, self.n_heads, self.head_dim)
         for index, layer in enumerate(self._layers):
             attn = layer.encoder_attn
-            k = attn.k_proj(encoded).view(shape).transpose(1, 2)
-            v = attn.v_proj(encoded).view(shape).transpose(1, 2)
             if self.int8_cross_kv:
-                k, k_scale = int8_cross_attention.quantize(k)
-                v, v_scale = int8_cross_attention.quantize(v)
-                self.cross_k_scale[index][rows] = k_scale
-                self.cross_v_scale[index][rows] = v_scale
-            self.cross_k[index][rows] = k
-            self.cross_v[index][rows] = v
+                int8_cross_attention.quantize_into(
+                    attn.k_proj(encoded), rows, self.cross_k[index], self.cross_k_scale[index])
+                int8_cross_attention.quantize_into(
+                    attn.v_proj(encoded), rows, self.cross_v[index], self.cross_v_scale[index])
+                continue
+            self.cross_k[index][rows] = attn.k_proj(encoded).view(shape).transpose(1, 2)
+            self.cross_v[index][rows] = attn.v_proj(encoded).view(shape).transpose(1, 2)
 
     def move(self, source: torch.Tensor, target: torch.Tensor) -> None:
         """Copy every cache of rows ``source`` onto rows ``target`` (compaction)."""

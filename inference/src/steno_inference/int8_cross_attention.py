@@ -31,6 +31,11 @@ import torch
 
 INT8_MAX = 127
 SCALE_FLOOR = 1e-8  # an all-zero row (padding) keeps a finite scale
+# How the kernel turns int8 into floats and multiplies (see _as_float):
+# 0 plain conversion and float32 math, 1 integer trick and float32 math,
+# 2 integer trick and tensor-core products. bench/kernels.py times them.
+MODES = (0, 1, 2)
+DEFAULT_MODE = 0
 
 try:  # Triton ships with CUDA builds of PyTorch; CPU-only installs may lack it
     import triton  # type: ignore[import-untyped,unused-ignore]
@@ -46,8 +51,38 @@ def available() -> bool:
 def quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """int8 values and float16 scales of ``x`` (..., head_dim), one scale per last-dim row."""
     scale = x.abs().amax(dim=-1).float().clamp(min=SCALE_FLOOR) / INT8_MAX
-    q = torch.round(x.float() / scale[..., None]).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
-    return q, scale.to(torch.float16)
+    scaled = x.float() / scale[..., None]
+    # Half away from zero, as the Triton kernel rounds.
+    q = (torch.sign(scaled) * torch.floor(scaled.abs() + 0.5)).clamp(-INT8_MAX, INT8_MAX)
+    return q.to(torch.int8), scale.to(torch.float16)
+
+
+def quantize_into(x: torch.Tensor, rows: torch.Tensor, cache: torch.Tensor,
+                  scale: torch.Tensor) -> None:
+    """Quantize projected keys or values ``x`` (n, positions, heads × head_dim) into slots ``rows``.
+
+    ``cache`` is (slots, heads, positions, head_dim) int8 and ``scale``
+    (slots, heads, positions) float16. On a GPU one kernel reads ``x`` once
+    and writes both, already in the cache's layout: quantizing with PyTorch
+    operations took about eight passes over each window's 246 MB of keys
+    and values (large-v3), plus a scattered copy.
+    """
+    n, positions, _ = x.shape
+    heads, head_dim = cache.shape[1], cache.shape[3]
+    if triton is None or not x.is_cuda:
+        q, s = quantize(x.view(n, positions, heads, head_dim).transpose(1, 2))
+        cache[rows] = q
+        scale[rows] = s
+        return
+    grid: Any = (n * positions,)
+    _quantize_into_kernel[grid](
+        x, rows, cache, scale,
+        x.stride(0), x.stride(1),
+        cache.stride(0), cache.stride(1), cache.stride(2),
+        scale.stride(0), scale.stride(1),
+        heads, positions,
+        D=head_dim, BLOCK_H=triton.next_power_of_2(heads),
+    )
 
 
 def reference(q: torch.Tensor, k: torch.Tensor, k_scale: torch.Tensor, v: torch.Tensor,
@@ -62,6 +97,16 @@ def reference(q: torch.Tensor, k: torch.Tensor, k_scale: torch.Tensor, v: torch.
 
 if triton is not None:
 
+    @triton.jit  # type: ignore[untyped-decorator,unused-ignore]
+    def _as_float(x, MODE: tl.constexpr):  # type: ignore[no-untyped-def,unused-ignore] # noqa: ANN202
+        """int8 → float: a plain conversion (MODE 0), or exact integer arithmetic
+        into float16 (MODE ≥ 1: ``(x + 128) | 0x6400`` is the float16 ``1024 + x + 128``),
+        which avoids the GPU's quarter-rate conversion unit."""
+        if MODE == 0:
+            return x.to(tl.float32)
+        bits = (x.to(tl.int16) + 0x6480).to(tl.float16, bitcast=True)
+        return bits - 1152.0
+
     @triton.autotune(  # type: ignore[untyped-decorator,unused-ignore]
         configs=[
             triton.Config({"BLOCK_T": 64}, num_warps=4, num_stages=3),
@@ -69,7 +114,7 @@ if triton is not None:
             triton.Config({"BLOCK_T": 128}, num_warps=8, num_stages=2),
             triton.Config({"BLOCK_T": 256}, num_warps=8, num_stages=2),
         ],
-        key=["T"],
+        key=["T", "MODE"],
     )
     @triton.jit  # type: ignore[untyped-decorator,unused-ignore]
     def _int8_attention_kernel(  # type: ignore[no-untyped-def,unused-ignore]
@@ -79,10 +124,10 @@ if triton is not None:
         stride_sb, stride_sh,
         stride_ob, stride_oh,
         H, T,
-        D: tl.constexpr, BLOCK_T: tl.constexpr,
+        D: tl.constexpr, MODE: tl.constexpr, BLOCK_T: tl.constexpr,
     ) -> None:
         pid = tl.program_id(0)
-        b = pid // H
+        b = (pid // H).to(tl.int64)
         h = pid % H
         offs_d = tl.arange(0, D)
         q = tl.load(Q + b * stride_qb + h * stride_qh + offs_d).to(tl.float32)
@@ -92,28 +137,68 @@ if triton is not None:
         m = tl.full((), float("-inf"), tl.float32)
         total = tl.zeros((), tl.float32)
         acc = tl.zeros((D,), tl.float32)
+        if MODE == 2:
+            # Tensor cores: the query is row 0 of a 16-row operand (rows 1-15 zero).
+            first = tl.arange(0, 16)[:, None] == 0
+            q_rows = tl.where(first, q[None, :], 0.0).to(tl.float16)
         for start in range(0, T, BLOCK_T):
             offs_t = start + tl.arange(0, BLOCK_T)
             valid = offs_t < T
             rows = offs_t[:, None] * stride_kt + offs_d[None, :]
-            k = tl.load(k_base + rows, mask=valid[:, None], other=0).to(tl.float32)
+            k = _as_float(tl.load(k_base + rows, mask=valid[:, None], other=0), MODE)
             k_scale = tl.load(KS + s_base + offs_t, mask=valid, other=0).to(tl.float32)
-            scores = tl.sum(k * q[None, :], axis=1) * k_scale
+            if MODE == 2:
+                scores = tl.sum(tl.dot(q_rows, tl.trans(k)), axis=0) * k_scale
+            else:
+                scores = tl.sum(k.to(tl.float32) * q[None, :], axis=1) * k_scale
             scores = tl.where(valid, scores, float("-inf"))
             m_new = tl.maximum(m, tl.max(scores, axis=0))
             alpha = tl.exp(m - m_new)
             p = tl.exp(scores - m_new)
             total = total * alpha + tl.sum(p, axis=0)
-            v = tl.load(v_base + rows, mask=valid[:, None], other=0).to(tl.float32)
+            v = _as_float(tl.load(v_base + rows, mask=valid[:, None], other=0), MODE)
             v_scale = tl.load(VS + s_base + offs_t, mask=valid, other=0).to(tl.float32)
-            acc = acc * alpha + tl.sum((p * v_scale)[:, None] * v, axis=0)
+            if MODE == 2:
+                weights = tl.where(first, (p * v_scale)[None, :], 0.0).to(tl.float16)
+                acc = acc * alpha + tl.sum(tl.dot(weights, v), axis=0)
+            else:
+                acc = acc * alpha + tl.sum((p * v_scale)[:, None] * v.to(tl.float32), axis=0)
             m = m_new
         out = acc / total
         tl.store(Out + b * stride_ob + h * stride_oh + offs_d, out.to(Out.dtype.element_ty))
 
+    @triton.jit  # type: ignore[untyped-decorator,unused-ignore]
+    def _quantize_into_kernel(  # type: ignore[no-untyped-def,unused-ignore]
+        X, Rows, Out, Scale,
+        stride_xn, stride_xt,
+        stride_ob, stride_oh, stride_ot,
+        stride_sb, stride_sh,
+        H, T,
+        D: tl.constexpr, BLOCK_H: tl.constexpr,
+    ) -> None:
+        pid = tl.program_id(0)
+        i = pid // T
+        t = pid % T
+        slot = tl.load(Rows + i).to(tl.int64)
+        offs_h = tl.arange(0, BLOCK_H)
+        offs_d = tl.arange(0, D)
+        heads = offs_h < H
+        source = X + i.to(tl.int64) * stride_xn + t * stride_xt
+        x = tl.load(source + offs_h[:, None] * D + offs_d[None, :], mask=heads[:, None],
+                    other=0.0).to(tl.float32)
+        scale = tl.maximum(tl.max(tl.abs(x), axis=1), 1e-8) / 127.0
+        scaled = x / scale[:, None]
+        q = tl.where(scaled >= 0, tl.floor(scaled + 0.5), -tl.floor(-scaled + 0.5))
+        q = tl.minimum(tl.maximum(q, -127.0), 127.0)
+        target = Out + slot * stride_ob + t * stride_ot
+        tl.store(target + offs_h[:, None] * stride_oh + offs_d[None, :], q.to(tl.int8),
+                 mask=heads[:, None])
+        tl.store(Scale + slot * stride_sb + offs_h * stride_sh + t, scale.to(tl.float16),
+                 mask=heads)
+
 
 def attention(q: torch.Tensor, k: torch.Tensor, k_scale: torch.Tensor, v: torch.Tensor,
-              v_scale: torch.Tensor) -> torch.Tensor:
+              v_scale: torch.Tensor, mode: int | None = None) -> torch.Tensor:
     """Softmax(q · kᵀ) · v for q (batch, heads, head_dim), already scaled.
 
     ``k``/``v``: int8 (slots ≥ batch, heads, positions, head_dim), contiguous
@@ -134,6 +219,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, k_scale: torch.Tensor, v: torch.
         k_scale.stride(0), k_scale.stride(1),
         out.stride(0), out.stride(1),
         heads, positions,
-        D=head_dim,
+        D=head_dim, MODE=DEFAULT_MODE if mode is None else mode,
     )
     return out
