@@ -238,6 +238,14 @@ class Engine:
         from steno_inference.models.resolve import resolve_model
 
         device = resolve_device(config.device)
+        if device.type == "cuda":
+            # The model runs on the GPU; what torch still does on the CPU is
+            # voice activity, a few small ops per 32 ms frame, on one thread
+            # per source (several at once in a server). Spread over an
+            # intra-op pool those ops only wait for each other: one thread
+            # each is 3x faster per source (measured on 2 cores) and lets
+            # sources run side by side on the other cores.
+            torch.set_num_threads(1)
         dtype = resolve_dtype(torch_dtype_name(config.backend, config.dtype, device), device)
         attention = resolve_attention(config.attention, device)
         if config.batch_size is not None and config.batch_size < 1:

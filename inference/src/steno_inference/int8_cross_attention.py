@@ -102,10 +102,13 @@ if triton is not None:
         """int8 → float: a plain conversion (MODE 0), or exact integer arithmetic
         into float16 (MODE ≥ 1: ``(x + 128) | 0x6400`` is the float16 ``1024 + x + 128``),
         which avoids the GPU's quarter-rate conversion unit."""
+        # One return: the branch taken is fixed at compile time (MODE is a
+        # constant), but Triton wants every return of a function to agree in type.
         if MODE == 0:
-            return x.to(tl.float32)
-        bits = (x.to(tl.int16) + 0x6480).to(tl.float16, bitcast=True)
-        return bits - 1152.0
+            value = x.to(tl.float32)
+        else:
+            value = (x.to(tl.int16) + 0x6480).to(tl.float16, bitcast=True) - 1152.0
+        return value
 
     @triton.autotune(  # type: ignore[untyped-decorator,unused-ignore]
         configs=[

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from steno_inference import int8_cross_attention
 from steno_inference.batching import GIB, apply_memory_cap, plan_batch
 from steno_inference.benchmarking import machine
 from steno_inference.benchmarking.shapes import SHAPES, model_tokens, random_model
@@ -58,6 +59,7 @@ class Settings:
     memory_cap_gib: float | None = 24.0  # the capped run; None skips it
     pcm: bool = True  # also time the run from PCM
     int8_cross_kv: bool = True  # also time int8 cross-attention keys and values
+    int8_mode: int | None = None  # the int8 kernel's mode (int8_cross_attention.MODES)
     replicas: bool = True  # on several GPUs, also time one runner per GPU
     max_slots: int | None = None  # decoder slots; None: as many as memory allows
     tokenizer_dir: Path | None = None  # a Whisper tokenizer for the recipe's pipeline
@@ -183,11 +185,14 @@ def _run_shape(
             torch.cuda.set_per_process_memory_fraction(1.0, device)
 
     if settings.int8_cross_kv and device.type == "cuda":
+        if settings.int8_mode is not None:  # read when the step graphs are captured
+            int8_cross_attention.DEFAULT_MODE = settings.int8_mode
         runner = _make_runner(model, tokens, device, settings.max_slots, None, True)
         capture_s = _prepare(runner, features, max_tokens)
         int8_detail: dict[str, Any] = {
             **extra, "slots": runner.max_batch, "encoder_batch": runner.encoder_batch,
             "graph_capture_s": round(capture_s, 2), "cross_kv": "int8",
+            "int8_mode": int8_cross_attention.DEFAULT_MODE,
         }
         row = _timed(name, "features", runner, _requests(features, None, settings.new_tokens),
                      len(audio), device, int8_detail)

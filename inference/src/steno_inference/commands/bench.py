@@ -46,6 +46,8 @@ def register(subparsers: Any) -> None:
     bench.add_argument("--no-pcm", action="store_true", help="skip the run from PCM")
     bench.add_argument("--no-int8", action="store_true",
                        help="skip the run with int8 cross-attention keys and values")
+    bench.add_argument("--int8-mode", type=int, choices=(0, 1, 2), default=None,
+                       help="how the int8 kernel converts and multiplies (bench/kernels.py)")
     bench.add_argument("--no-replicas", action="store_true",
                        help="skip the one-runner-per-GPU run on multi-GPU machines")
     bench.add_argument("--device", default="cuda:0")
@@ -65,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         memory_cap_gib=args.memory_cap_gib,
         pcm=not args.no_pcm,
         int8_cross_kv=not args.no_int8,
+        int8_mode=args.int8_mode,
         replicas=not args.no_replicas,
         max_slots=args.max_slots,
         tokenizer_dir=args.tokenizer,
