@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import queue
 import threading
 from collections import Counter
@@ -81,6 +82,16 @@ class EngineConfig:
     vad: bool = True  # find speech first; off: back-to-back 30 s windows
     cache_dir: Path | None = None  # converted models; None: $STENO_CACHE_DIR or ~/.cache/steno
     backend: str = "auto"  # torch, onnx (CPU; dtype fp32 or int8), auto (steno_inference.backends)
+    vad_threads: int | None = None  # sources running voice activity at once; None: half the CPUs
+
+
+def vad_threads(config: EngineConfig) -> int:
+    """How many sources may run voice activity at once: the setting, or half the CPUs."""
+    if config.vad_threads is not None:
+        if config.vad_threads < 1:
+            raise OptionsError(f"vad threads must be at least 1, not {config.vad_threads}")
+        return config.vad_threads
+    return max(1, (os.cpu_count() or 2) // 2)
 
 
 class EngineError(RuntimeError):
@@ -223,6 +234,12 @@ class Engine:
         self.features = LogMel(int(model.config.num_mel_bins), device)
         self.aligner = WordAligner(model, tokens, self._decode_tokens)
         self._vad_models: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Voice activity runs a Python loop per 32 ms frame, on the thread of
+        # each source. With hundreds of concurrent calls those threads took
+        # the GIL from the scheduler thread that feeds the GPU (measured: a
+        # loop of small torch calls fell from 11,000 to 22 iterations/s beside
+        # 64 such threads); taking turns, a few at a time, keeps it fed.
+        self._vad_turns = threading.BoundedSemaphore(vad_threads(config))
         self.scheduler = DecodeScheduler(self.runner)
         self._diarizer_instance: Any = None
         self._diarizer_lock = threading.Lock()
@@ -491,7 +508,7 @@ class Engine:
             # Diarization needs the whole source: keep the decoded audio once, for both.
             kept: list[np.ndarray] | None = [] if job.options.diarize else None
             try:
-                for window in _windows(builder, job, kept):
+                for window in _windows(builder, job, kept, self._vad_turns):
                     while not in_flight.acquire(timeout=0.1):
                         if cancelled():
                             return
@@ -639,9 +656,14 @@ def _never() -> bool:
     return False
 
 
-def _windows(builder: WindowBuilder, job: _Job, kept: list[np.ndarray] | None) -> Iterator[Window]:
+def _windows(builder: WindowBuilder, job: _Job, kept: list[np.ndarray] | None,
+             vad_turns: threading.Semaphore) -> Iterator[Window]:
     for block in iter_pcm_blocks(job.source, READ_BLOCK_S, name=job.name):
         if kept is not None:
             kept.append(block)
-        yield from builder.feed(block)
-    yield from builder.finish()
+        with vad_turns:
+            windows = builder.feed(block)
+        yield from windows
+    with vad_turns:
+        windows = builder.finish()
+    yield from windows

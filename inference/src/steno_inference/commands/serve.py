@@ -57,6 +57,8 @@ def register(subparsers: Any) -> None:
                     help="torch, onnx (CPU, ONNX Runtime) or auto: torch on GPU, onnx on CPU")
     sv.add_argument("--batch-size", type=int, default=None, metavar="N",
                     help="decoder slots (default: sized from the device)")
+    sv.add_argument("--vad-threads", type=int, default=None, metavar="N",
+                    help="calls running voice activity at once (default: half the CPUs)")
     sv.add_argument("--max-message-mib", type=float, default=DEFAULT_MAX_AUDIO_BYTES / MIB,
                     help="largest audio in one Transcribe request, MiB (default: %(default)g)")
     sv.add_argument("--max-queue-audio-s", type=float, default=DEFAULT_MAX_QUEUE_AUDIO_S,
@@ -108,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         ).validated()
         engine = Engine.load(EngineConfig(
             model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-            backend=args.backend,
+            backend=args.backend, vad_threads=args.vad_threads,
         ))
     except (OptionsError, ModelError, ValueError) as error:
         print(f"steno: error: {error}", file=sys.stderr)
