@@ -74,6 +74,7 @@ def test_many_files_with_bad_ones(tmp_path: Path, speech_data) -> None:
         (["--format", "json,docx"], "unknown output format 'docx'"),
         (["--batch-size", "0"], "at least 1"),
         (["--device", "cuda:0"], "no CUDA device"),
+        (["--device", "cpu", "--int8-cross-kv"], "need a CUDA device, not cpu"),
     ],
 )
 def test_bad_options_exit_2_with_one_clear_line(tmp_path: Path, args, needle, speech_data):

@@ -83,6 +83,7 @@ class EngineConfig:
     cache_dir: Path | None = None  # converted models; None: $STENO_CACHE_DIR or ~/.cache/steno
     backend: str = "auto"  # torch, onnx (CPU; dtype fp32 or int8), auto (steno_inference.backends)
     vad_threads: int | None = None  # sources running voice activity at once; None: half the CPUs
+    int8_cross_kv: bool = False  # GPU: cross-attention keys/values as int8 (half a step's reads)
 
 
 def vad_threads(config: EngineConfig) -> int:
@@ -219,7 +220,8 @@ class Engine:
         self.dtype = dtype
         self.model_name = model_name
         plan = plan_batch(
-            model, dtype, device, tokens.max_target_positions, config.memory_cap_gib
+            model, dtype, device, tokens.max_target_positions, config.memory_cap_gib,
+            int8_cross_kv=config.int8_cross_kv,
         )
         batch = config.batch_size or plan.slots
         self.backend = resolve_backend(config.backend, config.dtype, device)
@@ -229,7 +231,8 @@ class Engine:
                                            config.cache_dir or default_cache_dir(), batch)
         else:
             self.runner = WhisperRunner(
-                model, tokens, device, dtype, max_batch=batch, encoder_batch=plan.encoder_batch
+                model, tokens, device, dtype, max_batch=batch, encoder_batch=plan.encoder_batch,
+                int8_cross_kv=config.int8_cross_kv,
             )
         self.features = LogMel(int(model.config.num_mel_bins), device)
         self.aligner = WordAligner(model, tokens, self._decode_tokens)
@@ -255,6 +258,10 @@ class Engine:
         from steno_inference.models.resolve import resolve_model
 
         device = resolve_device(config.device)
+        if config.int8_cross_kv and device.type != "cuda":
+            raise OptionsError(
+                f"int8 cross-attention keys and values need a CUDA device, not {device}"
+            )
         if device.type == "cuda":
             # The model runs on the GPU; what torch still does on the CPU is
             # voice activity, a few small ops per 32 ms frame, on one thread

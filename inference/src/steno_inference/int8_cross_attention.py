@@ -189,8 +189,9 @@ if triton is not None:
         source = X + i.to(tl.int64) * stride_xn + t * stride_xt
         x = tl.load(source + offs_h[:, None] * D + offs_d[None, :], mask=heads[:, None],
                     other=0.0).to(tl.float32)
-        scale = tl.maximum(tl.max(tl.abs(x), axis=1), 1e-8) / 127.0
-        scaled = x / scale[:, None]
+        # IEEE divisions (plain "/" is approximate on GPUs): the same values as quantize().
+        scale = tl.div_rn(tl.maximum(tl.max(tl.abs(x), axis=1), 1e-8), 127.0)
+        scaled = tl.div_rn(x, scale[:, None])
         q = tl.where(scaled >= 0, tl.floor(scaled + 0.5), -tl.floor(-scaled + 0.5))
         q = tl.minimum(tl.maximum(q, -127.0), 127.0)
         target = Out + slot * stride_ob + t * stride_ot

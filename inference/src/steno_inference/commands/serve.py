@@ -55,6 +55,9 @@ def register(subparsers: Any) -> None:
                     help="torch: auto, fp16, bf16, fp32; onnx: auto (fp32), fp32, int8")
     sv.add_argument("--backend", default="auto", choices=BACKENDS,
                     help="torch, onnx (CPU, ONNX Runtime) or auto: torch on GPU, onnx on CPU")
+    sv.add_argument("--int8-cross-kv", action="store_true",
+                    help="GPU: keep cross-attention keys and values as int8 (about half the "
+                         "bytes each decoder step reads; bench/gpu_correctness.py checks tokens)")
     sv.add_argument("--batch-size", type=int, default=None, metavar="N",
                     help="decoder slots (default: sized from the device)")
     sv.add_argument("--vad-threads", type=int, default=None, metavar="N",
@@ -111,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         engine = Engine.load(EngineConfig(
             model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
             backend=args.backend, vad_threads=args.vad_threads,
+            int8_cross_kv=args.int8_cross_kv,
         ))
     except (OptionsError, ModelError, ValueError) as error:
         print(f"steno: error: {error}", file=sys.stderr)

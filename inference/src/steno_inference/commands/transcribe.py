@@ -56,6 +56,9 @@ def register(subparsers: Any) -> None:
                     help=f"comma-separated output formats: {','.join(OUTPUT_FORMATS)}")
     tr.add_argument("--output-dir", type=Path, default=Path("."),
                     help="where <name>.<format> files are written (default: .)")
+    tr.add_argument("--int8-cross-kv", action="store_true",
+                    help="GPU: keep cross-attention keys and values as int8 (about half the "
+                         "bytes each decoder step reads; bench/gpu_correctness.py checks tokens)")
     tr.add_argument("--batch-size", type=_batch_size, default=None, metavar="auto|N",
                     help="decoder batch (windows at once); auto sizes it from the device")
     tr.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
@@ -105,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         config = EngineConfig(
             model=args.model, device=args.device, dtype=args.dtype, attention=args.attention,
             batch_size=args.batch_size, vad=not args.no_vad, backend=args.backend,
+            int8_cross_kv=args.int8_cross_kv,
         )
         engine = Engine.load(config)
         engine.check_options(options)

@@ -57,6 +57,9 @@ def register(subparsers: Any) -> None:
     work.add_argument("--backend", default="auto", choices=BACKENDS,
                       help="torch, onnx (CPU, ONNX Runtime) or auto: torch on GPU, onnx on CPU")
     work.add_argument("--attention", default="auto", choices=("auto", "flash", "sdpa", "eager"))
+    work.add_argument("--int8-cross-kv", action="store_true",
+                      help="GPU: keep cross-attention keys and values as int8 (about half the "
+                           "bytes each decoder step reads; bench/gpu_correctness.py checks tokens)")
     work.add_argument("--batch-size", type=int, default=None, metavar="N",
                       help="decoder slots (default: sized from the device)")
     work.add_argument("--progress-port", type=int, default=None, metavar="PORT",
@@ -130,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     def load_engine(model: str) -> Engine:
         engine = Engine.load(EngineConfig(
             model=model, device=args.device, dtype=args.dtype, attention=args.attention,
-            batch_size=args.batch_size, backend=args.backend,
+            batch_size=args.batch_size, backend=args.backend, int8_cross_kv=args.int8_cross_kv,
         ))
         engines.append(engine)
         logging.getLogger(__name__).info("engine loaded: %s on %s", model, engine.device)
