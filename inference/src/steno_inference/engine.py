@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +56,7 @@ from steno_inference.transcript import Segment, Transcript, Word, join_segment_t
 from steno_inference.vad import SpeechDetector
 
 LOG = logging.getLogger(__name__)
+TURN_POLL_S = 0.1  # how often a source waiting for voice activity checks its caller
 
 CANCEL_POLL_S = 0.2  # how often a waiting call checks whether its caller gave up
 MAX_WINDOWS_IN_FLIGHT = 32  # per call: windows decoded ahead of, or inside, the decoder
@@ -515,7 +517,7 @@ class Engine:
             # Diarization needs the whole source: keep the decoded audio once, for both.
             kept: list[np.ndarray] | None = [] if job.options.diarize else None
             try:
-                for window in _windows(builder, job, kept, self._vad_turns):
+                for window in _windows(builder, job, kept, self._vad_turns, cancelled):
                     while not in_flight.acquire(timeout=0.1):
                         if cancelled():
                             return
@@ -525,6 +527,8 @@ class Engine:
                     count += 1
                     events.put(("window", job.index, window))
                     self._submit(job, window, events, cancelled)
+            except _GaveUp:
+                return
             except AudioError as error:
                 events.put(("error", job.index, error))
                 continue
@@ -663,14 +667,28 @@ def _never() -> bool:
     return False
 
 
+class _GaveUp(Exception):
+    """The caller gave up while its source waited for a turn at voice activity."""
+
+
 def _windows(builder: WindowBuilder, job: _Job, kept: list[np.ndarray] | None,
-             vad_turns: threading.Semaphore) -> Iterator[Window]:
+             turns: threading.Semaphore, cancelled: Callable[[], bool]) -> Iterator[Window]:
     for block in iter_pcm_blocks(job.source, READ_BLOCK_S, name=job.name):
         if kept is not None:
             kept.append(block)
-        with vad_turns:
-            windows = builder.feed(block)
-        yield from windows
-    with vad_turns:
-        windows = builder.finish()
-    yield from windows
+        yield from _take_turn(turns, cancelled, partial(builder.feed, block))
+    yield from _take_turn(turns, cancelled, builder.finish)
+
+
+def _take_turn(turns: threading.Semaphore, cancelled: Callable[[], bool],
+               step: Callable[[], list[Window]]) -> list[Window]:
+    """``step()`` once a turn is free; raises _GaveUp if the caller gives up first."""
+    # Waiting in short slices: a source queued behind others must notice that
+    # its caller went away (a deadline, a drain) instead of running on.
+    while not turns.acquire(timeout=TURN_POLL_S):
+        if cancelled():
+            raise _GaveUp
+    try:
+        return step()
+    finally:
+        turns.release()
