@@ -198,6 +198,11 @@ def _run_shape(
                      len(audio), device, int8_detail)
         row.side = "steno int8 KV"
         add(row)
+        if settings.pcm:
+            row = _timed(name, "pcm", runner, _requests(None, pcm, settings.new_tokens),
+                         len(audio), device, int8_detail)
+            row.side = "steno int8 KV"
+            add(row)
         del runner
         _release(device)
 
