@@ -18,18 +18,15 @@ the same memory as a 3-minute one: model + KV cache + ~70 MB of audio.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import os
 import queue
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,62 +37,30 @@ from steno_inference.audio import (
     AudioError,
     AudioSource,
     display_name,
-    iter_pcm_blocks,
 )
-from steno_inference.backends import make_onnx_runner, resolve_backend, torch_dtype_name
+from steno_inference.backends import make_onnx_runner, resolve_backend
 from steno_inference.batching import plan_batch
 from steno_inference.cache import default_cache_dir
+from steno_inference.engine_config import EngineConfig as EngineConfig
+from steno_inference.engine_config import resolve_runtime, vad_threads
 from steno_inference.features import LogMel
 from steno_inference.onnx_runner import OnnxWhisperRunner
 from steno_inference.options import OptionsError, TranscribeOptions
 from steno_inference.runner import DecodeRequest, DecodeResult, WhisperRunner
 from steno_inference.scheduler import DecodeScheduler, SchedulerStats
 from steno_inference.segmentation import Window, WindowBuilder
+from steno_inference.source_windows import CallerGaveUp, source_windows
 from steno_inference.tokens import TIME_PER_TIMESTAMP_S, WhisperTokens
 from steno_inference.transcript import Segment, Transcript, Word, join_segment_text
 from steno_inference.vad import SpeechDetector
 
 LOG = logging.getLogger(__name__)
-TURN_POLL_S = 0.1  # how often a source waiting for voice activity checks its caller
-
 CANCEL_POLL_S = 0.2  # how often a waiting call checks whether its caller gave up
 MAX_WINDOWS_IN_FLIGHT = 32  # per call: windows decoded ahead of, or inside, the decoder
-READ_BLOCK_S = 30.0  # PCM block read from a source at a time
 # Whisper's own hallucination guard (openai/whisper transcribe): a window the
 # model itself thinks is silent, decoded with low confidence, is dropped.
 NO_SPEECH_THRESHOLD = 0.6
 LOGPROB_THRESHOLD = -1.0
-
-Device = Literal["auto", "cpu"] | str
-DType = Literal["auto", "fp16", "bf16", "fp32"]
-Attention = Literal["auto", "flash", "sdpa", "eager"]
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """How the engine runs; fixed for the engine's lifetime."""
-
-    model: str = "tiny.en"  # short name, local HF or CTranslate2 directory, or hub id
-    device: str = "auto"  # auto: cuda:0 when available, else cpu
-    dtype: str = "auto"  # auto: fp16 on GPU, fp32 on CPU
-    attention: str = "auto"  # encoder attention: flash (flash-attn), sdpa, eager
-    batch_size: int | None = None  # decoder slots; None: chosen from the device's free memory
-    memory_cap_gib: float | None = None  # all device memory the engine may hold (24 GB card: 24)
-    vad: bool = True  # find speech first; off: back-to-back 30 s windows
-    cache_dir: Path | None = None  # converted models; None: $STENO_CACHE_DIR or ~/.cache/steno
-    backend: str = "auto"  # torch, onnx (CPU; dtype fp32 or int8), auto (steno_inference.backends)
-    vad_threads: int | None = None  # sources running voice activity at once; None: half the CPUs
-    int8_cross_kv: bool = False  # GPU: cross-attention keys/values as int8 (half a step's reads)
-
-
-def vad_threads(config: EngineConfig) -> int:
-    """How many sources may run voice activity at once: the setting, or half the CPUs."""
-    if config.vad_threads is not None:
-        if config.vad_threads < 1:
-            raise OptionsError(f"vad threads must be at least 1, not {config.vad_threads}")
-        return config.vad_threads
-    return max(1, (os.cpu_count() or 2) // 2)
-
 
 class EngineError(RuntimeError):
     """The engine itself failed on a source (the device, not the input)."""
@@ -159,46 +124,6 @@ class _Job:
     options: TranscribeOptions
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as error:
-        raise OptionsError(f"unknown device {device!r}: use auto, cpu or cuda:N") from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise OptionsError(f"device {device!r} asked for, but no CUDA device is available")
-    return resolved
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    table = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-    if dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if dtype not in table:
-        raise OptionsError(f"unknown dtype {dtype!r}: use auto, fp16, bf16 or fp32")
-    if device.type == "cpu" and dtype == "fp16":
-        raise OptionsError("fp16 on CPU is not supported: use fp32 or bf16 on CPU")
-    return table[dtype]
-
-
-def resolve_attention(attention: str, device: torch.device) -> str:
-    """The transformers attention implementation for the encoder."""
-    if attention not in ("auto", "flash", "sdpa", "eager"):
-        raise OptionsError(f"unknown attention {attention!r}: use auto, flash, sdpa or eager")
-    flash_available = False
-    if device.type == "cuda":
-        flash_available = importlib.util.find_spec("flash_attn") is not None
-    if attention == "flash":
-        if device.type != "cuda":
-            raise OptionsError("flash attention needs a CUDA device; use sdpa on CPU")
-        # Without the flash-attn package, SDPA runs PyTorch's own flash kernels.
-        return "flash_attention_2" if flash_available else "sdpa"
-    if attention == "auto":
-        return "flash_attention_2" if flash_available else "sdpa"
-    return attention
-
-
 class Engine:
     """One loaded model on one device, shared by every caller of this process."""
 
@@ -259,23 +184,7 @@ class Engine:
 
         from steno_inference.models.resolve import resolve_model
 
-        device = resolve_device(config.device)
-        if config.int8_cross_kv and device.type != "cuda":
-            raise OptionsError(
-                f"int8 cross-attention keys and values need a CUDA device, not {device}"
-            )
-        if device.type == "cuda":
-            # The model runs on the GPU; what torch still does on the CPU is
-            # voice activity, a few small ops per 32 ms frame, on one thread
-            # per source (several at once in a server). Spread over an
-            # intra-op pool those ops only wait for each other: one thread
-            # each is 3x faster per source (measured on 2 cores) and lets
-            # sources run side by side on the other cores.
-            torch.set_num_threads(1)
-        dtype = resolve_dtype(torch_dtype_name(config.backend, config.dtype, device), device)
-        attention = resolve_attention(config.attention, device)
-        if config.batch_size is not None and config.batch_size < 1:
-            raise OptionsError(f"batch size must be at least 1, not {config.batch_size}")
+        device, dtype, attention = resolve_runtime(config)
         resolved = resolve_model(config.model, config.cache_dir or default_cache_dir())
         model: Any = WhisperForConditionalGeneration.from_pretrained(
             str(resolved.path), dtype=dtype, attn_implementation=attention
@@ -517,7 +426,8 @@ class Engine:
             # Diarization needs the whole source: keep the decoded audio once, for both.
             kept: list[np.ndarray] | None = [] if job.options.diarize else None
             try:
-                for window in _windows(builder, job, kept, self._vad_turns, cancelled):
+                for window in source_windows(builder, job.source, job.name, kept,
+                                             self._vad_turns, cancelled):
                     while not in_flight.acquire(timeout=0.1):
                         if cancelled():
                             return
@@ -527,7 +437,7 @@ class Engine:
                     count += 1
                     events.put(("window", job.index, window))
                     self._submit(job, window, events, cancelled)
-            except _GaveUp:
+            except CallerGaveUp:
                 return
             except AudioError as error:
                 events.put(("error", job.index, error))
@@ -665,30 +575,3 @@ def _language_arg(options: TranscribeOptions) -> str | None:
 
 def _never() -> bool:
     return False
-
-
-class _GaveUp(Exception):
-    """The caller gave up while its source waited for a turn at voice activity."""
-
-
-def _windows(builder: WindowBuilder, job: _Job, kept: list[np.ndarray] | None,
-             turns: threading.Semaphore, cancelled: Callable[[], bool]) -> Iterator[Window]:
-    for block in iter_pcm_blocks(job.source, READ_BLOCK_S, name=job.name):
-        if kept is not None:
-            kept.append(block)
-        yield from _take_turn(turns, cancelled, partial(builder.feed, block))
-    yield from _take_turn(turns, cancelled, builder.finish)
-
-
-def _take_turn(turns: threading.Semaphore, cancelled: Callable[[], bool],
-               step: Callable[[], list[Window]]) -> list[Window]:
-    """``step()`` once a turn is free; raises _GaveUp if the caller gives up first."""
-    # Waiting in short slices: a source queued behind others must notice that
-    # its caller went away (a deadline, a drain) instead of running on.
-    while not turns.acquire(timeout=TURN_POLL_S):
-        if cancelled():
-            raise _GaveUp
-    try:
-        return step()
-    finally:
-        turns.release()
