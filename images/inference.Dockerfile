@@ -36,8 +36,9 @@ COPY inference ./inference
 COPY proto ./proto
 COPY operator ./operator
 COPY devtools ./devtools
-RUN pip install ".[inference,diarization]" "torch==${TORCH_VERSION}" \
- && python -c "import torch, flash_attn, steno_inference; print(torch.__version__, flash_attn.__version__)"
+# [onnx]: the same image serves CPU pools on ONNX Runtime (charts/steno/examples/cpu-pool.yaml).
+RUN pip install ".[inference,diarization,onnx]" "torch==${TORCH_VERSION}" \
+ && python -c "import torch, flash_attn, onnxruntime, steno_inference; print(torch.__version__, flash_attn.__version__, onnxruntime.__version__)"
 
 RUN useradd --uid "${STENO_UID}" --no-create-home --shell /usr/sbin/nologin steno \
  && mkdir -p /var/cache/steno && chown "${STENO_UID}" /var/cache/steno
