@@ -102,6 +102,10 @@ def test_enums_defaults_and_bounds_match_the_model(spec_schema: dict[str, Any]) 
     assert tolerations["items"]["properties"]["operator"]["enum"] == list(s.TOLERATION_OPERATORS)
     assert tolerations["items"]["properties"]["effect"]["enum"] == ["", *s.TAINT_EFFECTS]
     assert spec_schema["suspend"]["default"] is False
+    # A boolean without a schema default: a default added by a CRD upgrade would be
+    # applied to stored jobs too and change their specFingerprint.
+    assert spec_schema["int8CrossKV"]["type"] == "boolean"
+    assert "default" not in spec_schema["int8CrossKV"]
     assert sorted(spec_schema) == sorted(s._SPEC_FIELDS)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from steno_inference.cli import build_parser as steno_parser
 from steno_operator import manifests as m
 from steno_operator.settings import (
     GPU_TOLERATION,
@@ -103,6 +104,23 @@ def test_the_worker_container() -> None:
     assert container["resources"]["requests"]["nvidia.com/gpu"] == "2"
     assert container["ports"] == [{"name": "progress", "containerPort": 6000, "protocol": "TCP"}]
     assert pod["restartPolicy"] == "Never"
+
+
+def test_int8_cross_kv_reaches_the_worker_command() -> None:
+    settings = OperatorSettings(worker=WorkerPodSettings(extra_args=("--dtype", "bf16")))
+    (plain,) = _pod(_job(settings))["containers"]
+    assert m.INT8_CROSS_KV_FLAG not in plain["args"]
+    assert _pod(_job(settings, int8CrossKV=False))["containers"][0]["args"] == plain["args"]
+    (int8,) = _pod(_job(settings, int8CrossKV=True))["containers"]
+    # The job's flag comes before the settings' extra arguments, which keep the last word.
+    assert int8["args"] == ["--plan", PLAN.uri, "--progress-host", "$(POD_IP)", "--progress-port",
+                            str(WorkerPodSettings.progress_port), "--int8-cross-kv", "--dtype", "bf16"]
+    # steno work's own parser takes it (a flag the worker does not know would exit 2).
+    args = steno_parser().parse_args([*int8["command"][1:], *int8["args"]])
+    assert args.command == "work" and args.int8_cross_kv is True and args.dtype == "bf16"
+    # Exit 2 (no CUDA device) fails the whole Job at once rather than retrying the shard.
+    rules = _job(settings, int8CrossKV=True)["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [m.EXIT_BAD_SPEC]
 
 
 def test_pods_meet_the_restricted_pod_security_standard() -> None:

@@ -24,6 +24,7 @@ def test_defaults() -> None:
     assert parsed.language == "auto" and parsed.timestamps == "segment"
     assert parsed.output.formats == ("json",) and parsed.parallelism == 1
     assert parsed.gpus_per_pod == 1 and not parsed.suspend and not parsed.diarization.enabled
+    assert parsed.int8_cross_kv is False
     assert parsed.input.suffixes == s.DEFAULT_SUFFIXES
     assert parsed.placement == s.PlacementSpec() and parsed.deadline_seconds is None
 
@@ -59,6 +60,8 @@ def test_an_empty_suffix_list_means_every_object() -> None:
     ({"parallelism": 0}, "parallelism"),
     ({"parallelism": True}, "parallelism"),
     ({"gpusPerPod": 17}, "gpusPerPod"),
+    ({"int8CrossKV": "true"}, "int8CrossKV"),
+    ({"int8CrossKV": 1}, "int8CrossKV"),
     ({"deadlineSeconds": 0}, "deadlineSeconds"),
     ({"placement": {"tolerations": [{"operator": "Equal", "value": "x"}]}}, "placement.tolerations[0].operator"),
     ({"placement": {"tolerations": [{"key": "k", "operator": "Exists", "value": "x"}]}}, "placement.tolerations[0].value"),
@@ -88,6 +91,7 @@ def test_fingerprint_ignores_suspend_only() -> None:
     raw = _spec(model="base")
     assert s.spec_fingerprint(raw) == s.spec_fingerprint({**raw, "suspend": True})
     assert s.spec_fingerprint(raw) != s.spec_fingerprint({**raw, "model": "small"})
+    assert s.spec_fingerprint(raw) != s.spec_fingerprint({**raw, "int8CrossKV": True})
 
 
 @pytest.mark.parametrize("fields", [
@@ -95,9 +99,17 @@ def test_fingerprint_ignores_suspend_only() -> None:
     {"input": {"uris": ["s3://audio/b.wav", "s3://audio/a.flac"]}, "output": {"uri": "s3://results", "formats": ["srt", "json"]}},
     {"input": {"prefix": "s3://audio", "suffixes": [".WAV"]}, "model": "base", "task": "translate", "language": "de",
      "timestamps": "word", "diarization": {"enabled": True, "minSpeakers": 2, "maxSpeakers": 5}, "parallelism": 7},
+    {"int8CrossKV": True},  # an engine flag of the pods: not in the plan's spec
 ])
 def test_the_worker_accepts_what_the_operator_accepts(fields: dict[str, Any]) -> None:
     parsed = s.parse_spec(_spec(**fields))
     document = worker_spec(parsed, "uid-1")
     # The worker parses it and prints it back unchanged: the plan's bytes are stable.
     assert worker_parse_spec(document).to_dict() == document
+    assert "int8CrossKV" not in document
+
+
+def test_int8_cross_kv_leaves_the_plan_unchanged() -> None:
+    plain, int8 = s.parse_spec(_spec()), s.parse_spec(_spec(int8CrossKV=True))
+    assert int8.int8_cross_kv is True
+    assert worker_spec(int8, "uid-1") == worker_spec(plain, "uid-1")

@@ -9,7 +9,9 @@ reconciler answers by adopting the existing Job, never a second Job.
 The Job (``batch/v1``, Indexed, one completion per shard):
 
 * pod ``i`` works on shard ``i`` (``$JOB_COMPLETION_INDEX``) of the plan:
-  ``steno work --plan URI --progress-host $(POD_IP) --progress-port P``;
+  ``steno work --plan URI --progress-host $(POD_IP) --progress-port P``, plus
+  ``--int8-cross-kv`` when the spec asks for it, then the settings' extra
+  arguments;
 * ``podFailurePolicy``: the worker's bad-spec exit code fails the whole Job
   (retrying cannot help), a pod disrupted by its node (drain, preemption,
   eviction: the ``DisruptionTarget`` condition) is retried without counting;
@@ -75,6 +77,10 @@ EXIT_BAD_SPEC = 2
 # preemption, eviction by the API): not the shard's fault, retried for free.
 DISRUPTION_CONDITION = "DisruptionTarget"
 POD_IP_ENV = "POD_IP"
+# steno work's flag for spec.int8CrossKV. On a pod without a CUDA device the
+# engine refuses it with exit code 2, which the FailJob rule below turns into
+# a failed job (WorkerRejectedSpec) instead of retries.
+INT8_CROSS_KV_FLAG = "--int8-cross-kv"
 
 # --- names -------------------------------------------------------------------
 
@@ -210,11 +216,15 @@ def effective_placement(job: PlacementSpec, defaults: PlacementDefaults) -> Effe
     )
 
 
-def worker_args(plan: PlanRef, settings: OperatorSettings) -> list[str]:
+def worker_args(plan: PlanRef, settings: OperatorSettings, spec: TranscriptionJobSpec) -> list[str]:
+    """``steno work``'s arguments: the plan and progress server, the job's engine flags,
+    then the settings' extra arguments (the chart's ``worker.extraArgs``)."""
+    engine_flags = [INT8_CROSS_KV_FLAG] if spec.int8_cross_kv else []
     return [
         "--plan", plan.uri,
         "--progress-host", f"$({POD_IP_ENV})",
         "--progress-port", str(settings.worker.progress_port),
+        *engine_flags,
         *settings.worker.extra_args,
     ]
 
@@ -245,7 +255,7 @@ def build_job(
         "image": worker.image,
         "imagePullPolicy": worker.image_pull_policy,
         "command": list(worker.command),
-        "args": worker_args(plan, settings),
+        "args": worker_args(plan, settings, spec),
         "env": env,
         "ports": [{"name": "progress", "containerPort": worker.progress_port,
                    "protocol": "TCP"}],

@@ -111,8 +111,8 @@ _DNS_SUBDOMAIN = re.compile(DNS_SUBDOMAIN_PATTERN)
 # prunes unknown fields, so one here means the CRD is not ours).
 _SPEC_FIELDS = frozenset(
     {"input", "output", "model", "task", "language", "timestamps", "diarization",
-     "parallelism", "gpusPerPod", "placement", "deadlineSeconds", "storageSecretRef",
-     "suspend"}
+     "parallelism", "gpusPerPod", "int8CrossKV", "placement", "deadlineSeconds",
+     "storageSecretRef", "suspend"}
 )
 # Fields that may change after the job started: everything else is fixed by the plan.
 MUTABLE_FIELDS = frozenset({"suspend"})
@@ -193,13 +193,21 @@ class TranscriptionJobSpec:
     diarization: DiarizationSpec = DiarizationSpec()
     parallelism: int = DEFAULT_PARALLELISM  # pods at most (shards)
     gpus_per_pod: int = DEFAULT_GPUS_PER_POD
+    # An engine setting of the worker pods (``steno work --int8-cross-kv``), not part
+    # of the plan: like the dtype, it changes how the GPU decodes, not what the job is.
+    int8_cross_kv: bool = False
     placement: PlacementSpec = PlacementSpec()
     deadline_seconds: int | None = None  # the Job's activeDeadlineSeconds
     storage_secret_name: str | None = None  # None: the pods' own identity (boto3's chain)
     suspend: bool = False
 
     def worker_spec(self, job_id: str) -> dict[str, Any]:
-        """The JSON the job worker reads (``steno_inference.jobs.spec``): CRD field names."""
+        """The JSON the job worker reads (``steno_inference.jobs.spec``): CRD field names.
+
+        ``int8CrossKV`` is left out: the worker's parser refuses unknown fields, and
+        the pods get it as a flag (``manifests.worker_args``), so the plan, and with
+        it every stored plan's bytes, does not depend on it.
+        """
         source: dict[str, Any]
         if self.input.prefix is not None:
             source = {"prefix": self.input.prefix, "suffixes": list(self.input.suffixes)}
@@ -257,6 +265,7 @@ def parse_spec(raw: Mapping[str, Any]) -> TranscriptionJobSpec:
                              1, MAX_PARALLELISM),
         gpus_per_pod=_integer(spec.get("gpusPerPod", DEFAULT_GPUS_PER_POD), "gpusPerPod",
                               1, MAX_GPUS_PER_POD),
+        int8_cross_kv=_boolean(spec.get("int8CrossKV", False), "int8CrossKV"),
         placement=_placement(spec.get("placement", {})),
         deadline_seconds=(
             None

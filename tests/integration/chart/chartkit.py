@@ -127,6 +127,8 @@ MATRIX: dict[str, dict[str, Any]] = {
         "modelCache": {"existingClaim": "whisper-models"}, "listenOnPodIP": True,
         "metricsPort": 0, "batchSize": 32, "reflection": True,
         "env": {"AWS_REGION": "eu-west-1"}, "envFromSecret": "steno-storage"}}),
+    # The engine's GPU decoding and voice-activity settings, rendered as steno serve flags.
+    "pool-int8-vad-threads": merge(POOL, {"serving": {"int8CrossKV": True, "vadThreads": 4}}),
     "network-policies-off": merge(POOL, {"networkPolicy": {"enabled": False}}),
     "network-policies-narrow": merge(POOL, {"networkPolicy": {
         "apiServer": {"to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}], "ports": [443]},

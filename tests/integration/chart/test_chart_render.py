@@ -63,13 +63,14 @@ def _operator_settings(objects: list[dict[str, Any]]) -> OperatorSettings:
     return settings_from_env(_operator_env(objects))
 
 
-def _worker_job(settings: OperatorSettings) -> dict[str, Any]:
+def _worker_job(settings: OperatorSettings, **spec_fields: Any) -> dict[str, Any]:
     """The Job the operator would create under the chart's settings."""
     spec = parse_spec({
         "input": {"uris": ["s3://steno-audio/a.wav"]},
         "output": {"uri": "s3://steno-results/run/"},
         "model": "tiny.en",
         "storageSecretRef": {"name": "storage"},
+        **spec_fields,
     })
     identity = JobIdentity(namespace="team-a", name="demo", uid="0b6a3c1e-0000-4000-8000-000000000001")
     plan = PlanRef(uri="s3://steno-results/run/_steno/plan.json", sha256="0" * 64, shards=1)
@@ -148,6 +149,8 @@ def test_commands_parse_with_the_programs_own_parsers(
         assert (parsed.tls_cert is not None) == serving["tls"]["enabled"]
         assert (parsed.tls_client_ca is not None) == serving["tls"]["clientAuth"]
         assert (parsed.auth_token_file is not None) == bool(serving["auth"]["tokenSecretName"])
+        assert parsed.int8_cross_kv is serving["int8CrossKV"]
+        assert parsed.vad_threads == (serving["vadThreads"] or None)  # 0: the server's default
     for pod in by_kind(objects, "Pod"):  # the helm test pod
         for container in containers(pod["spec"]):
             parsed = steno_parser().parse_args([*container["command"][1:], *container["args"]])
@@ -255,6 +258,28 @@ def test_gpu_placement_reaches_the_pool_and_the_workers() -> None:
     server = cpu_pool["containers"][0]
     assert {"--device=cpu", "--backend=onnx", "--dtype=int8"} <= set(server["args"])
     assert server["resources"]["requests"] == {"cpu": "2", "memory": "2Gi"}
+
+
+def test_engine_flags_render_only_when_set() -> None:
+    def server_args(values: dict[str, Any]) -> list[str]:
+        args: list[str] = pod_spec(one(render(values), "Deployment", "-serving"))["containers"][0]["args"]
+        return args
+
+    tuned = server_args(MATRIX["pool-int8-vad-threads"])
+    assert "--int8-cross-kv" in tuned and "--vad-threads=4" in tuned
+    # Left at their defaults, neither flag appears: the server's own defaults apply.
+    plain = server_args(POOL)
+    assert not [a for a in plain if a.startswith(("--int8-cross-kv", "--vad-threads"))]
+    assert not [a for a in server_args(merge(POOL, {"serving": {"int8CrossKV": False, "vadThreads": 0}}))
+                if a.startswith(("--int8-cross-kv", "--vad-threads"))]
+
+    # A job's spec.int8CrossKV reaches the worker pods the operator builds from the chart's
+    # settings, as a flag steno work's own parser takes; absent by default.
+    settings = _operator_settings(render({}))
+    worker = pod_spec(_worker_job(settings, int8CrossKV=True))["containers"][0]
+    parsed = steno_parser().parse_args([*worker["command"][1:], *worker["args"]])
+    assert parsed.command == "work" and parsed.int8_cross_kv is True
+    assert "--int8-cross-kv" not in pod_spec(_worker_job(settings))["containers"][0]["args"]
 
 
 def test_worker_settings_follow_the_values() -> None:
@@ -398,6 +423,13 @@ def test_network_policies() -> None:
      "minReplicas must not exceed"),
     ({"serving": {"enabled": True, "tls": {"enabled": True, "secretName": "x"},
                   "listenOnPodIP": "yes"}}, "/serving/listenOnPodIP"),
+    ({"serving": {"int8CrossKV": "true"}}, "/serving/int8CrossKV"),
+    ({"serving": {"vadThreads": -1}}, "/serving/vadThreads"),
+    ({"serving": {"vadThreads": 2.5}}, "/serving/vadThreads"),
+    # int8 cross-attention K/V needs a GPU: a CPU pool's server would exit at start.
+    ({"serving": {"enabled": True, "gpus": 0, "int8CrossKV": True}}, "serving.int8CrossKV needs a GPU"),
+    ({"serving": {"enabled": True, "device": "cpu", "int8CrossKV": True}}, "serving.int8CrossKV needs a GPU"),
+    ({"serving": {"enabled": True, "backend": "onnx", "int8CrossKV": True}}, "serving.int8CrossKV needs a GPU"),
 ])
 def test_schema_refuses(values: dict[str, Any], complaint: str) -> None:
     assert complaint in render_error(values)

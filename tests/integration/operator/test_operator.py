@@ -178,6 +178,7 @@ def test_the_api_server_rejects_bad_specs(kube_api: KubeApi, namespace: str) -> 
         "counts without diarization": {**good, "diarization": {"numSpeakers": 2}},
         "translate with an English-only model": {**good, "model": "tiny.en", "task": "translate"},
         "no GPUs": {**good, "gpusPerPod": 0},
+        "int8CrossKV not a boolean": {**good, "int8CrossKV": "yes"},
     }
     for what, spec in bad_specs.items():
         with pytest.raises(ApiError) as refused:
@@ -189,6 +190,17 @@ def test_the_api_server_rejects_bad_specs(kube_api: KubeApi, namespace: str) -> 
     with pytest.raises(ApiError) as refused:
         kube_api.patch(tj_path(namespace, "good"), {"spec": {"model": "base"}})
     assert refused.value.status == 422
+    # An optional field may not be added later, nor a given one changed.
+    with pytest.raises(ApiError) as refused:
+        kube_api.patch(tj_path(namespace, "good"), {"spec": {"int8CrossKV": True}})
+    assert refused.value.status == 422
+    int8 = kube_api.create(tj_path(namespace), transcription_job("int8", {**good, "int8CrossKV": True}))
+    assert int8["spec"]["int8CrossKV"] is True
+    with pytest.raises(ApiError) as refused:
+        kube_api.patch(tj_path(namespace, "int8"), {"spec": {"int8CrossKV": False}})
+    assert refused.value.status == 422
+    # No schema default: a job that leaves it out keeps a spec without it.
+    assert "int8CrossKV" not in created["spec"]
     kube_api.patch(tj_path(namespace, "good"), {"spec": {"suspend": True}})
 
 
