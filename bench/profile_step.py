@@ -44,6 +44,17 @@ def prime(runner: WhisperRunner, batch: int) -> None:
     state.finished.zero_()
 
 
+def time_encoder(runner: WhisperRunner, features: torch.Tensor) -> float:
+    """Seconds of one encoder batch, after one untimed call (allocations, kernel choice)."""
+    with torch.inference_mode():
+        runner.encode(features)
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        runner.encode(features)
+        torch.cuda.synchronize()
+        return time.perf_counter() - started
+
+
 def kernel_table(prof, top: int) -> list[dict]:
     rows = []
     for event in prof.key_averages():
@@ -105,16 +116,10 @@ def main() -> int:
 
     features = torch.randn(ENCODER_BATCH, shape.n_mels, 3000, device=device,
                            dtype=torch.float16)
-    with torch.inference_mode():
+    encoder_s = time_encoder(runner, features)
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
         runner.encode(features)
         torch.cuda.synchronize()
-        started = time.perf_counter()
-        runner.encode(features)
-        torch.cuda.synchronize()
-        encoder_s = time.perf_counter() - started
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            runner.encode(features)
-            torch.cuda.synchronize()
     d, layers = shape.d_model, shape.encoder_layers
     flops = ENCODER_BATCH * (
         layers * (4 * N_AUDIO_CTX * d * d * 2 + 2 * N_AUDIO_CTX * d * 4 * d * 2
@@ -122,13 +127,7 @@ def main() -> int:
         + 3000 * shape.n_mels * 3 * d * 2 + N_AUDIO_CTX * d * 3 * d * 2
     )
     torch.backends.cudnn.benchmark = True
-    with torch.inference_mode():
-        runner.encode(features)
-        torch.cuda.synchronize()
-        started = time.perf_counter()
-        runner.encode(features)
-        torch.cuda.synchronize()
-        benchmark_s = time.perf_counter() - started
+    benchmark_s = time_encoder(runner, features)
     torch.backends.cudnn.benchmark = False
     report["encoder"] = {"batch": ENCODER_BATCH, "seconds": round(encoder_s, 4),
                          "seconds_cudnn_benchmark": round(benchmark_s, 4),

@@ -58,6 +58,7 @@ from steno_inference.runner import (
     IterableFeed,
     RequestFeed,
     RunnerStats,
+    batch_features,
     prompt_tokens,
 )
 from steno_inference.slot_state import Admission, SlotState
@@ -187,17 +188,8 @@ class OnnxWhisperRunner:
         return encoded, cross
 
     def _features(self, requests: list[DecodeRequest]) -> torch.Tensor:
-        pcm = [r.audio for r in requests if r.features is None and r.audio is not None]
-        computed = iter(self._mel()(pcm)) if pcm else iter(())
-        rows = []
-        for request in requests:
-            if request.features is not None:
-                rows.append(request.features.to("cpu", torch.float32))
-            elif request.audio is not None:
-                rows.append(next(computed))
-            else:
-                raise ValueError(f"request {request.key!r} has neither features nor audio")
-        return torch.stack(rows)
+        return batch_features(requests, self._mel,
+                              lambda given: given.to("cpu", torch.float32))
 
     def _mel(self) -> Any:
         if self._log_mel is None:

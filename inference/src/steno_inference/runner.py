@@ -211,6 +211,27 @@ def prompt_tokens(tokens: WhisperTokens, request: DecodeRequest) -> tuple[int, .
     return (tokens.sot, language, task)
 
 
+def batch_features(requests: list[DecodeRequest], mel: Callable[[], Any],
+                   place: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """One (batch, n_mels, 3000) tensor: given features through ``place``, PCM through ``mel()``.
+
+    ``mel`` is asked for its log-mel only when some request carries PCM (it may
+    build it then); the batch's PCM goes to it in one call, so its windows share
+    one STFT; rows keep the requests' order.
+    """
+    pcm = [r.audio for r in requests if r.features is None and r.audio is not None]
+    computed = iter(mel()(pcm)) if pcm else iter(())
+    rows = []
+    for request in requests:
+        if request.features is not None:
+            rows.append(place(request.features))
+        elif request.audio is not None:
+            rows.append(next(computed))
+        else:
+            raise ValueError(f"request {request.key!r} has neither features nor audio")
+    return torch.stack(rows)
+
+
 class WhisperRunner:
     """Runs one Whisper model on one device: encode batches, decode with continuous batching."""
 
@@ -283,17 +304,7 @@ class WhisperRunner:
 
     def _features(self, requests: list[DecodeRequest]) -> torch.Tensor:
         """Log-mel features for a batch: given ones as they are, PCM turned on the device."""
-        pcm = [r.audio for r in requests if r.features is None and r.audio is not None]
-        computed = iter(self._mel()(pcm)) if pcm else iter(())
-        rows = []
-        for request in requests:
-            if request.features is not None:
-                rows.append(request.features.to(self.device))
-            elif request.audio is not None:
-                rows.append(next(computed))
-            else:
-                raise ValueError(f"request {request.key!r} has neither features nor audio")
-        return torch.stack(rows)
+        return batch_features(requests, self._mel, lambda given: given.to(self.device))
 
     def _mel(self) -> Any:
         if self._log_mel is None:
