@@ -33,6 +33,8 @@ import math
 import os
 import platform
 import random
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -55,6 +57,7 @@ SAMPLE = ROOT / "samples" / "sense-and-sensibility.flac"
 SAMPLE_RATE = 16000
 SERVER_START_S = 600.0  # model conversion on a first run, loading and warm-up
 CALL_TIMEOUT_S = 300.0  # a call still running after this is counted as DEADLINE_EXCEEDED
+SERVER_EXIT_WAIT_S = 60.0  # the drain's 30 s grace plus its 7 s of abort and stop, with room
 MAX_IN_FLIGHT = 20_000  # open loop: arrivals beyond this many unfinished calls are dropped
 
 
@@ -89,6 +92,7 @@ class Record:
     latency_s: float
     code: str
     audio_s: float
+    details: str = ""  # the status message of a call that was not OK
 
 
 @dataclass
@@ -120,8 +124,10 @@ def _issue(stub, clips, index, recorder: Recorder, on_done=None) -> None:
 
     def finished(call) -> None:
         code = call.code()
+        ok = code == grpc.StatusCode.OK
         recorder.add(Record(started, time.perf_counter() - started,
-                            code.name if code is not None else "UNKNOWN", audio_s))
+                            code.name if code is not None else "UNKNOWN", audio_s,
+                            "" if ok else str(call.details())))
         if on_done is not None:
             # A well-behaved client waits as long as a full server asks it to.
             wait = _retry_after_s(call) if code == grpc.StatusCode.RESOURCE_EXHAUSTED else 0.0
@@ -221,6 +227,10 @@ def summarize(name: str, recorder: Recorder, wall_s: float, offered_per_s: float
             "p50": _percentile([r.latency_s for r in rejected], 50),
             "p99": _percentile([r.latency_s for r in rejected], 99),
         },
+        # What each non-OK code said, most frequent messages first (retry hints vary).
+        "messages": {code: dict(Counter(r.details[:120] for r in records
+                                        if r.code == code).most_common(3))
+                     for code in sorted(codes) if code != "OK"},
     }
 
 
@@ -354,11 +364,13 @@ def main() -> None:
             stub.Transcribe(pb.TranscribeRequest(audio=clips[index][0]), timeout=CALL_TIMEOUT_S)
 
         rows = []
+        print(f"capacity run: {clients} closed-loop clients for {args.duration_s:g} s", flush=True)
         recorder, wall = closed_loop(stub, clips, clients, args.duration_s)
         capacity = summarize(f"capacity×{clients}", recorder, wall, None)
         rows.append(capacity)
         rate = capacity["ok_calls_per_s"]
         for level in (float(x) for x in args.levels.split(",") if x.strip()):
+            print(f"open-loop run at {level:g}× capacity ({level * rate:.2f} calls/s)", flush=True)
             recorder, wall = open_loop(stub, clips, level * rate, args.duration_s, args.seed)
             rows.append(summarize(f"{level:g}× capacity", recorder, wall, level * rate))
         print_table(rows)
@@ -373,15 +385,38 @@ def main() -> None:
             "clip_s": args.clip_s, "clips": len(clips), "audio": args.audio.name,
             "duration_s": args.duration_s, "capacity_calls_per_s": rate, "runs": rows,
         }
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(result, indent=2) + "\n")
-            print(f"wrote {args.out}")
     finally:
         channel.close()
-        if process is not None:
-            process.terminate()
-            process.wait(120)
+        exit_record = stop_server(process) if process is not None else None
+    if exit_record is not None:
+        result["server_exit_after_sigterm"] = exit_record
+        print(f"server after SIGTERM: {exit_record}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
+
+
+def stop_server(process: subprocess.Popen) -> dict:
+    """SIGTERM the server, as a pod's stop does, and record how (and how fast) it ended."""
+    began = time.perf_counter()
+    process.terminate()
+    try:
+        code = process.wait(SERVER_EXIT_WAIT_S)
+        return {"exit_code": code, "seconds": round(time.perf_counter() - began, 2)}
+    except subprocess.TimeoutExpired:
+        # Still running: its stacks, native ones too where py-spy is installed
+        # (and allowed to attach), and the Python stacks steno serve writes on
+        # SIGUSR1 go to stderr; then it is killed so the run ends.
+        if shutil.which("py-spy"):
+            subprocess.run(["py-spy", "dump", "--native", "--pid", str(process.pid)],
+                           timeout=60, check=False)
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        process.kill()
+        process.wait()
+        return {"exit_code": None, "seconds": None,
+                "hung": f"still running {SERVER_EXIT_WAIT_S} s after SIGTERM; stacks on stderr"}
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@ import itertools
 
 import numpy as np
 import pytest
-from steno_inference.vad import FRAME_SAMPLES, RegionTracker, VadOptions, speech_regions
+from steno_inference.silero_net import FRAME_SAMPLES
+from steno_inference.vad import RegionTracker, VadOptions, speech_regions
 
 pytestmark = pytest.mark.unit
 

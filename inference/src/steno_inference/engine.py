@@ -55,7 +55,12 @@ from steno_inference.transcript import Segment, Transcript, Word, join_segment_t
 from steno_inference.vad import SpeechDetector
 
 LOG = logging.getLogger(__name__)
-CANCEL_POLL_S = 0.2  # how often a waiting call checks whether its caller gave up
+# How often a waiting call, or its producer, checks whether its caller gave up.
+# Every admitted call has a few such waiters; at 0.1-0.2 s, 400 queued calls
+# woke ~10,000 times a second and starved gRPC's own thread of the GIL, which
+# then cancelled incoming calls (bench/grpc_load.py). 0.5 s costs a cancelled
+# call at most that long before its windows are dropped.
+CANCEL_POLL_S = 0.5
 MAX_WINDOWS_IN_FLIGHT = 32  # per call: windows decoded ahead of, or inside, the decoder
 # Whisper's own hallucination guard (openai/whisper transcribe): a window the
 # model itself thinks is silent, decoded with low confidence, is dropped.
@@ -163,12 +168,14 @@ class Engine:
             )
         self.features = LogMel(int(model.config.num_mel_bins), device)
         self.aligner = WordAligner(model, tokens, self._decode_tokens)
-        self._vad_models: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        # Voice activity runs a Python loop per 32 ms frame, on the thread of
-        # each source. With hundreds of concurrent calls those threads took
-        # the GIL from the scheduler thread that feeds the GPU (measured: a
-        # loop of small torch calls fell from 11,000 to 22 iterations/s beside
-        # 64 such threads); taking turns, a few at a time, keeps it fed.
+        # One Silero network for every source: its state lives in each detector.
+        self._vad_net = SpeechDetector.load_model() if config.vad else None
+        # Voice activity runs on the thread of each source. With hundreds of
+        # concurrent calls those threads compete with the scheduler thread that
+        # feeds the GPU, for the cores and for the GIL (measured with the old
+        # per-frame loop: a loop of small torch calls fell from 11,000 to 22
+        # iterations/s beside 64 such threads); taking turns, a few sources at
+        # a time, keeps it fed.
         self._vad_turns = threading.BoundedSemaphore(vad_threads(config))
         self.scheduler = DecodeScheduler(self.runner)
         self._diarizer_instance: Any = None
@@ -406,11 +413,8 @@ class Engine:
         in_flight: threading.Semaphore,
         cancelled: Callable[[], bool],
     ) -> None:
-        detector = self._borrow_detector()
-        try:
-            self._produce_jobs(jobs, events, in_flight, cancelled, detector)
-        finally:
-            self._return_detector(detector)
+        detector = SpeechDetector(self._vad_net) if self._vad_net is not None else None
+        self._produce_jobs(jobs, events, in_flight, cancelled, detector)
 
     def _produce_jobs(
         self,
@@ -428,7 +432,7 @@ class Engine:
             try:
                 for window in source_windows(builder, job.source, job.name, kept,
                                              self._vad_turns, cancelled):
-                    while not in_flight.acquire(timeout=0.1):
+                    while not in_flight.acquire(timeout=CANCEL_POLL_S):
                         if cancelled():
                             return
                     if cancelled():
@@ -475,21 +479,6 @@ class Engine:
         self.scheduler.submit(
             request, window.duration_s, lambda result: events.put(("result", index, result))
         )
-
-    def _borrow_detector(self) -> SpeechDetector | None:
-        # Silero keeps its recurrent state inside the module, so concurrent calls
-        # (each producing on its own thread) each borrow a model of their own.
-        if not self.config.vad:
-            return None
-        try:
-            model = self._vad_models.get_nowait()
-        except queue.Empty:
-            model = SpeechDetector.load_model()
-        return SpeechDetector(model)
-
-    def _return_detector(self, detector: SpeechDetector | None) -> None:
-        if detector is not None:
-            self._vad_models.put(detector.model)
 
     # ------------------------------------------------------------- segments
 

@@ -12,7 +12,7 @@ from steno_inference.audio import AudioSource, iter_pcm_blocks
 from steno_inference.segmentation import Window, WindowBuilder
 
 READ_BLOCK_S = 30.0  # PCM block read from a source at a time
-TURN_POLL_S = 0.1  # how often a source waiting for voice activity checks its caller
+TURN_POLL_S = 0.5  # how often a source waiting for a turn checks its caller (engine.CANCEL_POLL_S)
 
 
 class CallerGaveUp(Exception):

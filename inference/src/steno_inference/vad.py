@@ -1,11 +1,11 @@
 """Voice activity: Silero VAD probabilities per 32 ms frame, turned into speech regions.
 
-Silero's TorchScript model ships inside the ``silero-vad`` wheel, so this
-works offline. The model is stateful (it carries context between frames), so
-frames of one source are fed in order; :class:`SpeechDetector` keeps that
-state and accepts PCM in blocks of any size, which lets the engine run voice
-activity while it streams a long file through the decoder without ever
-holding the whole file.
+Silero's weights ship inside the ``silero-vad`` wheel, so this works
+offline; :mod:`steno_inference.silero_net` runs them a block of frames at a
+time. The network carries state from frame to frame, so frames of one source
+are fed in order; :class:`SpeechDetector` keeps that state and accepts PCM in
+blocks of any size, which lets the engine run voice activity while it streams
+a long file through the decoder without ever holding the whole file.
 
 :func:`speech_regions` is the pure part: frame probabilities in, speech
 regions out, with hysteresis (a region starts at ``threshold`` and ends only
@@ -19,14 +19,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from steno_inference.audio import SAMPLE_RATE
+from steno_inference.silero_net import FRAME_SAMPLES, SileroNet, SileroState
 
-FRAME_SAMPLES = 512  # Silero's frame at 16 kHz
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE  # 0.032 s
 NEGATIVE_THRESHOLD_MARGIN = 0.15  # hysteresis: a region ends below threshold - margin
 
@@ -71,22 +70,17 @@ def silero_model_path() -> Path:
 
 
 class SpeechDetector:
-    """Streams PCM through Silero VAD and yields one speech probability per frame."""
+    """Streams one source's PCM through Silero VAD: one speech probability per frame."""
 
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self._model = model
+    def __init__(self, net: SileroNet) -> None:
+        self.net = net
+        self._state = SileroState.initial()
         self._pending = np.zeros(0, dtype=np.float32)
-        self._model.reset_states()
 
     @staticmethod
-    def load_model() -> Any:
-        """Silero's TorchScript module; share it between detectors of one thread at a time."""
-        model = torch.jit.load(  # type: ignore[no-untyped-call]
-            str(silero_model_path()), map_location="cpu"
-        )
-        model.eval()
-        return model
+    def load_model() -> SileroNet:
+        """Silero's network; stateless, so every detector and thread may share one."""
+        return SileroNet.from_torchscript(silero_model_path())
 
     @classmethod
     def load(cls) -> SpeechDetector:
@@ -95,7 +89,7 @@ class SpeechDetector:
     def reset(self) -> None:
         """Forget the previous source: its state must not bleed into the next one."""
         self._pending = np.zeros(0, dtype=np.float32)
-        self._model.reset_states()
+        self._state = SileroState.initial()
 
     def probabilities(self, pcm: np.ndarray) -> np.ndarray:
         """Probabilities of the whole frames completed by ``pcm`` (a partial frame waits)."""
@@ -106,12 +100,10 @@ class SpeechDetector:
             return np.zeros(0, dtype=np.float32)
         frames = torch.from_numpy(
             np.ascontiguousarray(data[: n_frames * FRAME_SAMPLES], dtype=np.float32)
-        ).view(n_frames, FRAME_SAMPLES)
-        out = np.empty(n_frames, dtype=np.float32)
-        with torch.inference_mode():
-            for index in range(n_frames):
-                out[index] = float(self._model(frames[index : index + 1], SAMPLE_RATE).item())
-        return out
+        )
+        probabilities, self._state = self.net(frames, self._state)
+        result: np.ndarray = probabilities.numpy()
+        return result
 
     def flush(self) -> np.ndarray:
         """The probability of a final partial frame, zero-padded; empty if none is pending."""

@@ -10,6 +10,7 @@ error before serving.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import signal
 import sys
@@ -38,6 +39,7 @@ EXIT_OK = 0
 EXIT_CUT_OFF = 1
 EXIT_USAGE = 2
 LOG = logging.getLogger("steno.serve")
+SIGNAL_POLL_S = 0.5  # how soon the main thread notices SIGTERM (see run())
 
 
 def register(subparsers: Any) -> None:
@@ -128,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # A server that does not stop or answer can say why: SIGUSR1 writes every
+    # thread's Python stack to stderr (the pod's log) and the server goes on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     server = build_server(engine, settings)
     try:
         server.start()
@@ -136,7 +141,12 @@ def run(args: argparse.Namespace) -> int:
         server.warm_up()
         server.set_serving()
         LOG.info("serving %s on %s", engine.model_name, engine.device)
-        stop.wait()
+        # Waiting in slices: CPython runs a signal's handler only on the main
+        # thread, between bytecodes. When the kernel delivers SIGTERM to one of
+        # the server's hundreds of other threads, an untimed wait here never
+        # returns to run it, and the server would ignore SIGTERM until SIGKILL.
+        while not stop.wait(SIGNAL_POLL_S):
+            pass
         clean = server.drain()
     except OSError as error:
         print(f"steno: error: {error}", file=sys.stderr)

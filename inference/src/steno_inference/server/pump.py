@@ -35,7 +35,7 @@ from steno_inference.transcript import Segment
 LOG = logging.getLogger(__name__)
 
 MAX_PENDING_EVENTS = 16  # windows decoded and not yet sent to a slow client
-WAKE_S = 0.1  # how often a waiting handler re-checks its call when nothing arrives
+WAKE_S = 0.5  # how often a waiting handler re-checks its call (see engine.CANCEL_POLL_S)
 ENGINE_STOP_GRACE_S = 5.0  # a stopped call's engine run gets this long to report
 
 
