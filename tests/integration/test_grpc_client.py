@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from steno_inference.progress import FileFailure, ProgressBoard
 from steno_inference.server.calls import RawPcmSpec
 from steno_inference.server.client import StenoClient, StreamEnd, StreamWindow, retry_after_s
 from support.grpc_server import EncoderGate, wait_until
+from support.serve_process import free_port
 from support.speech import librivox_utterances, normalize_text, read_wav
 
 pytestmark = pytest.mark.integration
@@ -119,12 +119,6 @@ def test_client_reads_the_retry_hint_and_watches_progress(serve, tiny_engine, ut
 # ------------------------------------------------------------------ commands
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _steno(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "steno_inference.cli", *args],
@@ -133,7 +127,7 @@ def _steno(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 
 def test_steno_serve_and_steno_client_commands(tmp_path: Path, utterances):
-    port = _free_port()
+    port = free_port()
     token_file = tmp_path / "tokens"
     token_file.write_text("# accepted tokens\ncli-test-token\n")
     log = tmp_path / "serve.log"

@@ -12,16 +12,13 @@ import ctypes
 import os
 import platform
 import signal
-import socket
-import subprocess
-import sys
 import time
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from steno_api.v1 import transcription_pb2 as pb
 from steno_api.v1 import transcription_pb2_grpc as pb_grpc
+from support.serve_process import start_serve, wait_serving
 from support.speech import librivox_utterances
 
 pytestmark = pytest.mark.integration
@@ -32,12 +29,6 @@ LOADED_S = 10.0
 EXIT_S = 120.0  # grace (30 s) + cut-off answers (6 s) + slack for two busy cores
 EXIT_CUT_OFF = 1  # steno serve: drained, but some calls had to be stopped
 TGKILL_SYSCALL = {"x86_64": 234, "aarch64": 131}  # Linux syscall numbers
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _signal_a_worker_thread(pid: int, signum: int) -> None:
@@ -53,26 +44,14 @@ def _signal_a_worker_thread(pid: int, signum: int) -> None:
 
 
 def test_sigterm_under_load_stops_queued_calls_and_exits(speech_data: None) -> None:
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "steno_inference.cli", "serve", "--host", "127.0.0.1",
-         "--port", str(port), "--model", "tiny.en", "--device", "cpu", "--backend", "torch",
-         "--max-queue-audio-s", "100000", "--max-concurrent-calls", "1024",
-         "--metrics-port", "0", "--log-level", "warning"],
-        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+    server, target = start_serve(
+        "--model", "tiny.en", "--device", "cpu", "--backend", "torch",
+        "--max-queue-audio-s", "100000", "--max-concurrent-calls", "1024",
+        "--log-level", "warning",
     )
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    channel = grpc.insecure_channel(target)
     try:
-        health = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + START_S
-        while time.monotonic() < deadline:  # bounded: the server has no other readiness signal
-            assert server.poll() is None, "steno serve exited while starting"
-            try:
-                if health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == 1:
-                    break
-            except grpc.RpcError:
-                pass
-            time.sleep(0.5)
+        wait_serving(server, channel, START_S)
         stub = pb_grpc.TranscriptionServiceStub(channel)
         audio = [u.path.read_bytes() for u in librivox_utterances()]
         calls = [stub.Transcribe.future(pb.TranscribeRequest(audio=audio[i % len(audio)]),

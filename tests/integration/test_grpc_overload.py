@@ -8,21 +8,17 @@ cannot tell from a cancel of its own.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from steno_api.v1 import transcription_pb2 as pb
 from steno_api.v1 import transcription_pb2_grpc as pb_grpc
+from support.serve_process import start_serve, wait_serving
 from support.speech import librivox_utterances
 
 pytestmark = pytest.mark.integration
@@ -35,36 +31,13 @@ SETTLE_S = 5.0  # refusals still on their way back when the offering stops
 EXIT_S = 60.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_serving(channel: grpc.Channel, server: subprocess.Popen[bytes]) -> None:
-    health = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + START_S
-    while time.monotonic() < deadline:  # bounded: the server has no other readiness signal
-        assert server.poll() is None, "steno serve exited while starting"
-        try:
-            if health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == 1:
-                return
-        except grpc.RpcError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"steno serve was not SERVING within {START_S:.0f} s")
-
-
 def test_overload_with_a_deep_queue_only_refuses(speech_data: None) -> None:
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "steno_inference.cli", "serve", "--host", "127.0.0.1",
-         "--port", str(port), "--model", "tiny.en", "--device", "cpu", "--backend", "torch",
-         "--max-queue-audio-s", str(QUEUE_AUDIO_S), "--max-concurrent-calls", "1024",
-         "--grace-s", "0", "--metrics-port", "0", "--log-level", "warning"],
-        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+    server, target = start_serve(
+        "--model", "tiny.en", "--device", "cpu", "--backend", "torch",
+        "--max-queue-audio-s", str(QUEUE_AUDIO_S), "--max-concurrent-calls", "1024",
+        "--grace-s", "0", "--log-level", "warning",
     )
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    channel = grpc.insecure_channel(target)
     lock = threading.Lock()
     before_stop: Counter[str] = Counter()
     stopping = threading.Event()
@@ -75,7 +48,7 @@ def test_overload_with_a_deep_queue_only_refuses(speech_data: None) -> None:
                 before_stop[call.code().name] += 1
 
     try:
-        _wait_serving(channel, server)
+        wait_serving(server, channel, START_S)
         stub = pb_grpc.TranscriptionServiceStub(channel)
         audio = [u.path.read_bytes() for u in librivox_utterances()]
         rng = random.Random(3)
