@@ -22,7 +22,9 @@ weights as restored from int8, so the GPU's own numerics (fp16, other
 kernels) are judged apart from the quantization.
 
 The check reports, on the GPU: token agreement (1 - token edit distance /
-reference tokens) with both CPU runs; and that continuous batching gives the
+reference tokens) with both CPU runs; beam search (4 beams, CUDA graphs,
+windows joining as others finish) against the same search on the CPU in
+fp32 from the same weights; and that continuous batching gives the
 tokens of one-window-at-a-time decoding — with a fixed graph batch and
 self-attention length (the same kernels for every row, so the tokens must be
 identical) and with the natural buckets (different matrix shapes and lengths,
@@ -52,6 +54,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "vocab.json", "merges.txt", "preprocessor_config.json")
 MODEL_FILES = ("config.json", "generation_config.json")
 SLOTS_FOR_CONTINUOUS = 4  # fewer slots than windows: slots are reused and compacted
+BEAMS = 4  # the beam search check: GPU (CUDA graphs, fp16) against the CPU in fp32
 
 
 # ------------------------------------------------------------------ packing
@@ -246,6 +249,22 @@ def check(source: Path, out: Path | None) -> int:
             int8_tokens = mode_tokens
         del quantized
     int8_cross_attention.DEFAULT_MODE = chosen_mode
+
+    # Beam search: the GPU's captured beam steps, with windows joining as
+    # others finish, against the same search on the CPU in fp32 from the same
+    # restored weights (computed here: the CPU has torch too).
+    beam_runner = WhisperRunner(model, tokens, device, torch.float16,
+                                max_batch=SLOTS_FOR_CONTINUOUS * BEAMS, beam_size=BEAMS)
+    beam = decode(beam_runner, list(range(n)))
+    beam_tokens = [beam[i] for i in range(n)]
+    cpu_device = torch.device("cpu")
+    cpu_model = load_packed_model(source, cpu_device, torch.float32)
+    cpu_runner = WhisperRunner(cpu_model, tokens, cpu_device, torch.float32,
+                               max_batch=8 * BEAMS, beam_size=BEAMS)
+    cpu_features = LogMel(int(model.config.num_mel_bins), cpu_device)(windows)
+    cpu_requests = [DecodeRequest(i, cpu_features[i], None) for i in range(n)]
+    cpu_beam_results = {int(r.key): list(r.tokens) for r in cpu_runner.decode(cpu_requests)}
+    cpu_beam = [cpu_beam_results[i] for i in range(n)]
     elapsed = time.perf_counter() - started
 
     report = {
@@ -275,6 +294,13 @@ def check(source: Path, out: Path | None) -> int:
             a == b for a, b in zip(gpu, int8_tokens, strict=True)),
         "int8_cross_kv_mode": chosen_mode,
         "int8_cross_kv_by_mode": int8_modes,
+        "beam_size": BEAMS,
+        "beam_agreement_vs_cpu_fp32_restored": round(agreement(cpu_beam, beam_tokens), 5),
+        "beam_windows_identical_vs_cpu_restored": sum(
+            a == b for a, b in zip(cpu_beam, beam_tokens, strict=True)),
+        "beam_agreement_vs_greedy_gpu": round(agreement(gpu, beam_tokens), 5),
+        "beam_cuda_graphs": beam_runner.graphs is not None,
+        "beam_compactions": beam_runner.stats.compactions,
         "cuda_graphs": wide.graphs is not None and isinstance(wide.graphs, StepGraphs),
         "seconds": round(elapsed, 2),
     }
@@ -283,6 +309,7 @@ def check(source: Path, out: Path | None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
     ok = (report["agreement_vs_cpu_fp32_restored"] >= 0.99
+          and report["beam_agreement_vs_cpu_fp32_restored"] >= 0.99
           and report["continuous_equals_one_at_a_time_fixed_batch"])
     return 0 if ok else 1
 

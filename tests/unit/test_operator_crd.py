@@ -106,6 +106,11 @@ def test_enums_defaults_and_bounds_match_the_model(spec_schema: dict[str, Any]) 
     # applied to stored jobs too and change their specFingerprint.
     assert spec_schema["int8CrossKV"]["type"] == "boolean"
     assert "default" not in spec_schema["int8CrossKV"]
+    # Likewise an integer without a schema default: left out means greedy (1).
+    beam = spec_schema["beamSize"]
+    assert (beam["type"], beam["minimum"], beam["maximum"]) == (
+        "integer", s.MIN_BEAM_SIZE, s.MAX_BEAM_SIZE)
+    assert "default" not in beam and s.DEFAULT_BEAM_SIZE == 1
     assert sorted(spec_schema) == sorted(s._SPEC_FIELDS)
 
 

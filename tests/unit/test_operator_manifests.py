@@ -123,6 +123,26 @@ def test_int8_cross_kv_reaches_the_worker_command() -> None:
     assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [m.EXIT_BAD_SPEC]
 
 
+def test_beam_size_reaches_the_worker_command() -> None:
+    settings = OperatorSettings(worker=WorkerPodSettings(extra_args=("--dtype", "bf16")))
+    (plain,) = _pod(_job(settings))["containers"]
+    # Left out or 1 (greedy, the worker's default): no flag.
+    assert m.BEAM_SIZE_FLAG not in plain["args"]
+    assert _pod(_job(settings, beamSize=1))["containers"][0]["args"] == plain["args"]
+    (beams,) = _pod(_job(settings, beamSize=4, int8CrossKV=True))["containers"]
+    # Next to the int8 flag, before the settings' extra arguments.
+    assert beams["args"] == ["--plan", PLAN.uri, "--progress-host", "$(POD_IP)", "--progress-port",
+                             str(WorkerPodSettings.progress_port), "--int8-cross-kv",
+                             "--beam-size", "4", "--dtype", "bf16"]
+    (only,) = _pod(_job(settings, beamSize=4))["containers"]
+    assert only["args"][-4:] == ["--beam-size", "4", "--dtype", "bf16"]
+    # steno work's own parser takes it.
+    args = steno_parser().parse_args([*beams["command"][1:], *beams["args"]])
+    assert args.command == "work" and args.beam_size == 4 and args.int8_cross_kv is True
+    with pytest.raises(ValueError, match="beamSize"):
+        _job(settings, beamSize=17)
+
+
 def test_pods_meet_the_restricted_pod_security_standard() -> None:
     pod = _pod(_job())
     (container,) = pod["containers"]

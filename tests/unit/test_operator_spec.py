@@ -24,7 +24,7 @@ def test_defaults() -> None:
     assert parsed.language == "auto" and parsed.timestamps == "segment"
     assert parsed.output.formats == ("json",) and parsed.parallelism == 1
     assert parsed.gpus_per_pod == 1 and not parsed.suspend and not parsed.diarization.enabled
-    assert parsed.int8_cross_kv is False
+    assert parsed.int8_cross_kv is False and parsed.beam_size == 1
     assert parsed.input.suffixes == s.DEFAULT_SUFFIXES
     assert parsed.placement == s.PlacementSpec() and parsed.deadline_seconds is None
 
@@ -62,6 +62,11 @@ def test_an_empty_suffix_list_means_every_object() -> None:
     ({"gpusPerPod": 17}, "gpusPerPod"),
     ({"int8CrossKV": "true"}, "int8CrossKV"),
     ({"int8CrossKV": 1}, "int8CrossKV"),
+    ({"beamSize": 0}, "beamSize"),
+    ({"beamSize": 17}, "beamSize"),
+    ({"beamSize": "x"}, "beamSize"),
+    ({"beamSize": True}, "beamSize"),
+    ({"beamSize": 2.0}, "beamSize"),
     ({"deadlineSeconds": 0}, "deadlineSeconds"),
     ({"placement": {"tolerations": [{"operator": "Equal", "value": "x"}]}}, "placement.tolerations[0].operator"),
     ({"placement": {"tolerations": [{"key": "k", "operator": "Exists", "value": "x"}]}}, "placement.tolerations[0].value"),
@@ -92,6 +97,7 @@ def test_fingerprint_ignores_suspend_only() -> None:
     assert s.spec_fingerprint(raw) == s.spec_fingerprint({**raw, "suspend": True})
     assert s.spec_fingerprint(raw) != s.spec_fingerprint({**raw, "model": "small"})
     assert s.spec_fingerprint(raw) != s.spec_fingerprint({**raw, "int8CrossKV": True})
+    assert s.spec_fingerprint(raw) != s.spec_fingerprint({**raw, "beamSize": 4})
 
 
 @pytest.mark.parametrize("fields", [
@@ -100,16 +106,35 @@ def test_fingerprint_ignores_suspend_only() -> None:
     {"input": {"prefix": "s3://audio", "suffixes": [".WAV"]}, "model": "base", "task": "translate", "language": "de",
      "timestamps": "word", "diarization": {"enabled": True, "minSpeakers": 2, "maxSpeakers": 5}, "parallelism": 7},
     {"int8CrossKV": True},  # an engine flag of the pods: not in the plan's spec
+    {"beamSize": 4},  # likewise
 ])
 def test_the_worker_accepts_what_the_operator_accepts(fields: dict[str, Any]) -> None:
     parsed = s.parse_spec(_spec(**fields))
     document = worker_spec(parsed, "uid-1")
     # The worker parses it and prints it back unchanged: the plan's bytes are stable.
     assert worker_parse_spec(document).to_dict() == document
-    assert "int8CrossKV" not in document
+    assert "int8CrossKV" not in document and "beamSize" not in document
 
 
 def test_int8_cross_kv_leaves_the_plan_unchanged() -> None:
     plain, int8 = s.parse_spec(_spec()), s.parse_spec(_spec(int8CrossKV=True))
     assert int8.int8_cross_kv is True
     assert worker_spec(int8, "uid-1") == worker_spec(plain, "uid-1")
+
+
+@pytest.mark.parametrize("value", [0, 17, "x"])
+def test_a_bad_beam_size_names_the_field_and_the_limit(value: Any) -> None:
+    with pytest.raises(s.SpecError, match=r"^spec\.beamSize: must be (an integer )?from 1 to 16, not "):
+        s.parse_spec(_spec(beamSize=value))
+
+
+def test_beam_size_is_kept_and_leaves_the_plan_unchanged() -> None:
+    assert [s.parse_spec(_spec(beamSize=n)).beam_size for n in (1, 4, 16)] == [1, 4, 16]
+    plain, beams = s.parse_spec(_spec()), s.parse_spec(_spec(beamSize=4))
+    assert worker_spec(beams, "uid-1") == worker_spec(plain, "uid-1")
+
+
+def test_the_beam_size_limit_is_the_engines() -> None:
+    from steno_inference.beam_state import MAX_BEAM_SIZE
+
+    assert s.MAX_BEAM_SIZE == MAX_BEAM_SIZE

@@ -44,12 +44,15 @@ def onnx_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-def resolve_backend(backend: str, dtype: str, device: torch.device) -> Backend:
-    """The backend to run; raises OptionsError for an unknown or impossible choice."""
+def resolve_backend(backend: str, dtype: str, device: torch.device, beam_size: int = 1) -> Backend:
+    """The backend to run; raises OptionsError for an unknown or impossible choice.
+
+    Beam search exists only in the torch runner, so ``auto`` picks torch for it.
+    """
     if backend not in BACKENDS:
         raise OptionsError(f"unknown backend {backend!r}: use {', '.join(BACKENDS)}")
     if backend == "auto":
-        if device.type != "cpu":
+        if device.type != "cpu" or (beam_size > 1 and dtype != "int8"):
             backend = "torch"
         elif dtype == "int8" or (CPU_AUTO_BACKEND == "onnx" and dtype in ONNX_DTYPES):
             backend = "onnx" if onnx_available() else "torch"
@@ -62,15 +65,20 @@ def resolve_backend(backend: str, dtype: str, device: torch.device) -> Backend:
             raise OptionsError("the onnx backend needs ONNX Runtime: pip install 'steno[onnx]'")
         if dtype not in ONNX_DTYPES:
             raise OptionsError(f"dtype {dtype!r} on the onnx backend: use auto, fp32 or int8")
+        if beam_size > 1:
+            raise OptionsError(
+                f"beam size {beam_size} needs the torch backend: the onnx backend decodes "
+                "greedily (use --backend torch, or --beam-size 1)"
+            )
         return "onnx"
     if dtype == "int8":
         raise OptionsError("int8 weights need the onnx backend: use --backend onnx")
     return "torch"
 
 
-def torch_dtype_name(backend: str, dtype: str, device: torch.device) -> str:
+def torch_dtype_name(backend: str, dtype: str, device: torch.device, beam_size: int = 1) -> str:
     """The dtype the torch model is loaded in: fp32 beside an ONNX runner."""
-    return "fp32" if resolve_backend(backend, dtype, device) == "onnx" else dtype
+    return "fp32" if resolve_backend(backend, dtype, device, beam_size) == "onnx" else dtype
 
 
 def make_onnx_runner(

@@ -70,10 +70,12 @@ def round_up(value: int, buckets: Sequence[int]) -> int:
 class StepGraphs:
     """Replays a captured step for the bucket of (batch, kv_len), capturing it on first use."""
 
-    def __init__(self, body: StepBody, state: SlotState, max_batch: int, n_ctx: int) -> None:
+    def __init__(self, body: StepBody, state: SlotState, max_batch: int, n_ctx: int,
+                 rows_per_slot: int = 1) -> None:
         self._body = body
         self._state = state
-        self.batch_buckets = batch_buckets(max_batch)
+        # Buckets count rows: with beam search a slot's beams are whole rows.
+        self.batch_buckets = tuple(rows_per_slot * b for b in batch_buckets(max_batch))
         self.kv_buckets = tuple(sorted({min(k, n_ctx) for k in KV_BUCKETS} | {n_ctx}))
         self._graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self._pool: Any = None  # torch's graph pool handle (its type is private)

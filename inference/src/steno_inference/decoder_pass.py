@@ -111,6 +111,17 @@ class DecoderPass:
             for cache in caches:
                 cache[target] = cache[source]
 
+    def reorder(self, source: torch.Tensor, kv_len: int) -> None:
+        """Rows ``[:len(source)]`` take the self-attention caches of rows ``source`` (beams).
+
+        Only the first ``kv_len`` positions: a row's keys past its position
+        are never read before they are written again.
+        """
+        batch = source.shape[0]
+        for caches in (self.self_k, self.self_v):
+            for cache in caches:
+                cache[:batch, :, :kv_len] = cache[:batch, :, :kv_len].index_select(0, source)
+
     def logits(self, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int) -> torch.Tensor:
         """Float32 logits (batch, vocab) for one new token per row ``[:batch]``."""
         batch = tokens.shape[0]

@@ -155,8 +155,10 @@ class Engine:
             model, dtype, device, tokens.max_target_positions, config.memory_cap_gib,
             int8_cross_kv=config.int8_cross_kv,
         )
-        batch = config.batch_size or plan.slots
-        self.backend = resolve_backend(config.backend, config.dtype, device)
+        # The plan counts decoder rows (memory); a set batch size counts windows,
+        # each of which takes beam_size rows.
+        batch = config.batch_size * config.beam_size if config.batch_size else plan.slots
+        self.backend = resolve_backend(config.backend, config.dtype, device, config.beam_size)
         self.runner: WhisperRunner | OnnxWhisperRunner
         if self.backend == "onnx":
             self.runner = make_onnx_runner(model, model_path, tokens, config.dtype,
@@ -164,7 +166,7 @@ class Engine:
         else:
             self.runner = WhisperRunner(
                 model, tokens, device, dtype, max_batch=batch, encoder_batch=plan.encoder_batch,
-                int8_cross_kv=config.int8_cross_kv,
+                int8_cross_kv=config.int8_cross_kv, beam_size=config.beam_size,
             )
         self.features = LogMel(int(model.config.num_mel_bins), device)
         self.aligner = WordAligner(model, tokens, self._decode_tokens)

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from steno_inference.backends import torch_dtype_name
+from steno_inference.beam_state import MAX_BEAM_SIZE
 from steno_inference.options import OptionsError
 
 GPU_SWITCH_INTERVAL_S = 0.0005  # the GIL hand-over interval on a GPU engine (see resolve_runtime)
@@ -31,6 +32,7 @@ class EngineConfig:
     backend: str = "auto"  # torch, onnx (CPU; dtype fp32 or int8), auto (steno_inference.backends)
     vad_threads: int | None = None  # sources running voice activity at once; None: half the CPUs
     int8_cross_kv: bool = False  # GPU: cross-attention keys/values as int8 (half a step's reads)
+    beam_size: int = 1  # beams per window (1: greedy); torch backend only (beam_state.py)
 
 
 def vad_threads(config: EngineConfig) -> int:
@@ -92,6 +94,8 @@ def resolve_runtime(config: EngineConfig) -> tuple[torch.device, torch.dtype, st
     if config.batch_size is not None and config.batch_size < 1:
         raise OptionsError(f"batch size must be at least 1, not {config.batch_size}")
     vad_threads(config)  # a bad setting fails here, before any model is loaded
+    if not 1 <= config.beam_size <= MAX_BEAM_SIZE:
+        raise OptionsError(f"beam size must be 1 to {MAX_BEAM_SIZE}, not {config.beam_size}")
     if device.type == "cuda":
         # The model runs on the GPU; what torch still does on the CPU is
         # voice activity, small convolutions over a block of frames, on the
@@ -105,5 +109,6 @@ def resolve_runtime(config: EngineConfig) -> tuple[torch.device, torch.dtype, st
         # an H100, 0.5 ms raised capacity from 24.5 to 34.8 calls/s
         # (bench/grpc_load.py).
         sys.setswitchinterval(GPU_SWITCH_INTERVAL_S)
-    dtype = resolve_dtype(torch_dtype_name(config.backend, config.dtype, device), device)
+    dtype = resolve_dtype(
+        torch_dtype_name(config.backend, config.dtype, device, config.beam_size), device)
     return device, dtype, resolve_attention(config.attention, device)

@@ -1,4 +1,4 @@
-"""The Whisper runner: batched encoder and a continuously batched greedy decoder.
+"""The Whisper runner: batched encoder and a continuously batched decoder (greedy or beams).
 
 The decoder is steno's own loop around the model's weights rather than
 ``generate()``:
@@ -22,6 +22,10 @@ The decoder is steno's own loop around the model's weights rather than
   (``<|startoftranscript|>``, language, task) are fed one per step like any other
   token, so a newcomer never stalls the others. When no window is waiting,
   busy slots are moved down to the front so steps run on a smaller bucket.
+* **Beam search** (``beam_size`` > 1): a slot is a group of ``beam_size``
+  consecutive rows, one per beam (:mod:`beam_state`); the step also copies
+  each row's self-attention cache from its parent beam. Everything else —
+  slots, graphs, compaction, flags — works on slots as with greedy decoding.
 * **Rules.** Whisper's decoding rules exactly as transformers'
   ``generate(return_timestamps=True)`` applies them; for a multilingual model
   with language "auto", the language slot of the prompt is filled with the
@@ -49,6 +53,7 @@ import numpy as np
 import torch
 
 from steno_inference.batching import ENCODER_BATCH, is_out_of_memory
+from steno_inference.beam_state import MAX_BEAM_SIZE, BeamSlotState
 from steno_inference.cuda_graphs import StepGraphs
 from steno_inference.decoder_pass import N_AUDIO_CTX, DecoderPass
 from steno_inference.encoder_pass import EncoderPass
@@ -96,7 +101,13 @@ class DecodeRequest:
 
 @dataclass(frozen=True)
 class DecodeResult:
-    """Greedy tokens of one window and the scores used to judge them."""
+    """Tokens of one window and the scores used to judge them.
+
+    ``sum_logprob``: greedy decoding sums each chosen token's log-probability
+    after the rules' masks (renormalized), <|endoftext|> left out; beam search
+    reports its hypothesis' score, transformers' (masked, not renormalized,
+    <|endoftext|> included).
+    """
 
     key: object
     tokens: tuple[int, ...]  # generated tokens, timestamps included, <|endoftext|> excluded
@@ -245,6 +256,7 @@ class WhisperRunner:
         encoder_batch: int | None = None,
         cuda_graphs: bool = True,
         int8_cross_kv: bool = False,
+        beam_size: int = 1,
     ) -> None:
         self.model = model
         self.tokens = tokens
@@ -254,18 +266,27 @@ class WhisperRunner:
         self.vocab = int(model.model.decoder.embed_tokens.weight.shape[0])
         # int8 cross-attention keys/values need the Triton kernel, so a GPU.
         self.int8_cross_kv = int8_cross_kv and device.type == "cuda"
-        self.decoder = self._allocate(max_batch)
+        if not 1 <= beam_size <= MAX_BEAM_SIZE:
+            raise ValueError(f"beam size must be 1 to {MAX_BEAM_SIZE}, not {beam_size}")
+        self.beam_size = beam_size
+        # ``max_batch`` counts decoder rows (what memory allows); a window takes
+        # ``beam_size`` of them, so the loop's slots are groups of rows.
+        self.decoder = self._allocate(max(1, max_batch // beam_size))
         # On a GPU the encoder runs steno's fused pass; on the CPU transformers'
         # own, whose tokens the CPU tests pin to generate().
         self._encoder_pass = EncoderPass(model) if device.type == "cuda" else None
-        self.max_batch = self.decoder.slots
+        self.max_batch = self.decoder.slots // beam_size  # windows decoding at once
         self.pipeline = EncoderPipeline(
             self._encode_requests, device, encoder_batch or min(self.max_batch, ENCODER_BATCH)
         )
-        self.state = SlotState(self.max_batch, tokens, self.vocab, device)
+        self.state: SlotState = (
+            SlotState(self.max_batch, tokens, self.vocab, device) if beam_size == 1
+            else BeamSlotState(self.max_batch, beam_size, tokens, self.vocab, device)
+        )
         self.graphs: StepGraphs | None = None
         if cuda_graphs and device.type == "cuda":
-            self.graphs = StepGraphs(self._step_body, self.state, self.max_batch, self.n_ctx)
+            self.graphs = StepGraphs(self._step_body, self.state, self.max_batch, self.n_ctx,
+                                     rows_per_slot=beam_size)
         self.stats = RunnerStats()
         self._log_mel: Any = None
 
@@ -275,8 +296,8 @@ class WhisperRunner:
         """Caches for ``slots`` windows; on out-of-memory, half as many, down to one."""
         while True:
             try:
-                return DecoderPass(self.model, slots, self.n_ctx, self.device, self.dtype,
-                                   self.int8_cross_kv)
+                return DecoderPass(self.model, slots * self.beam_size, self.n_ctx, self.device,
+                                   self.dtype, self.int8_cross_kv)
             except (torch.OutOfMemoryError, RuntimeError) as error:
                 if not is_out_of_memory(error) or slots == 1:
                     raise
@@ -327,17 +348,28 @@ class WhisperRunner:
         """One step over rows ``[:batch]``: logits, rules, choice, state update."""
         tokens, positions = self.state.step_inputs(batch)
         logits = self.decoder.logits(tokens, positions, kv_len)
-        self.state.advance(logits)
+        parents = self.state.advance(logits)
+        if parents is not None:  # beam search: rows continue their parents' sequences
+            self.decoder.reorder(parents, kv_len)
 
     def _run_step(self, top: int, kv_len: int) -> int:
+        """One step over at least the first ``top`` slots; returns the slots stepped."""
+        rows = top * self.beam_size
         if self.graphs is not None:
-            batch = self.graphs.run(top, kv_len)
+            rows = self.graphs.run(rows, kv_len)
         else:
-            batch = top
-            self._step_body(top, kv_len)
+            self._step_body(rows, kv_len)
+        batch = rows // self.beam_size
         self.stats.steps += 1
         self.stats.rows_stepped += batch
         return batch
+
+    def _slot_rows(self, slots: torch.Tensor) -> torch.Tensor:
+        """Decoder rows of ``slots`` (a slot's beams are consecutive rows)."""
+        if self.beam_size == 1:
+            return slots
+        offsets = torch.arange(self.beam_size, device=slots.device)
+        return (slots[:, None] * self.beam_size + offsets[None, :]).flatten()
 
     def _on_decode_stream(self) -> contextlib.AbstractContextManager[Any]:
         stream = self.pipeline.decode_stream
@@ -352,7 +384,7 @@ class WhisperRunner:
     def _bucket(self, rows: int) -> int:
         if self.graphs is None:
             return rows
-        return self.graphs.bucket(rows, 1)[0]
+        return self.graphs.bucket(rows * self.beam_size, 1)[0]
 
     @torch.inference_mode()
     def capture_graphs(self, max_tokens: int | None = None) -> float:
@@ -516,7 +548,10 @@ class WhisperRunner:
             requests = [requests[i] for i in keep]
         admissions = [Admission(self._prompt(r), r.fixed_new_tokens) for r in requests]
         rows = [heapq.heappop(free) for _ in requests]
-        self.decoder.fill_cross(torch.tensor(rows, device=self.device), encoded)
+        slots = torch.tensor(rows, device=self.device)
+        if self.beam_size > 1:
+            encoded = encoded.repeat_interleave(self.beam_size, dim=0)
+        self.decoder.fill_cross(self._slot_rows(slots), encoded)
         self.state.admit(rows, admissions)
         for i, (row, request) in enumerate(zip(rows, requests, strict=True)):
             kept = None
@@ -547,7 +582,7 @@ class WhisperRunner:
         movers = [row for row in range(busy, top) if occupants[row] is not None]
         source = torch.tensor(movers, device=self.device)
         target = torch.tensor(sorted(holes), device=self.device)
-        self.decoder.move(source, target)
+        self.decoder.move(self._slot_rows(source), self._slot_rows(target))
         self.state.move(source, target)
         for src, dst in zip(movers, sorted(holes), strict=True):
             occupant = occupants[src]
@@ -574,14 +609,15 @@ class WhisperRunner:
 
     def _push_flags(self, flags: _Flags, step: int, batch: int) -> None:
         if flags.events[0] is None:  # CPU: the step is done when it returns
-            flags.buffers[0][:batch].copy_(self.state.finished[:batch])
+            flags.buffers[0][:batch].copy_(self.state.finished_units(batch * self.beam_size))
             flags.queue.append((0, step, batch))
             return
         if len(flags.queue) == len(flags.buffers):
             raise RuntimeError("finished-flag buffers overrun")  # _ready_flags keeps one free
         index = flags.next_buffer
         flags.next_buffer = (index + 1) % len(flags.buffers)
-        flags.buffers[index][:batch].copy_(self.state.finished[:batch], non_blocking=True)
+        finished = self.state.finished_units(batch * self.beam_size)
+        flags.buffers[index][:batch].copy_(finished, non_blocking=True)
         flags.events[index].record()
         flags.queue.append((index, step, batch))
 

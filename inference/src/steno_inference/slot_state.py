@@ -61,6 +61,7 @@ class SlotState:
 
     def __init__(self, slots: int, tokens: WhisperTokens, vocab: int, device: torch.device) -> None:
         self.slots = slots
+        self.rows_per_unit = 1  # rows a window decodes on (beam search: its beams)
         self.tokens = tokens
         self.n_ctx = tokens.max_target_positions
         self.device = device
@@ -139,10 +140,14 @@ class SlotState:
 
     def move(self, source: torch.Tensor, target: torch.Tensor) -> None:
         """Copy rows ``source`` onto rows ``target`` (compaction), then free the sources."""
-        for column in self._columns():
+        for column in self._row_columns():
             column[target] = column[source]
         self.active[source] = False
         self.finished[source] = False
+
+    def finished_units(self, batch: int) -> torch.Tensor:
+        """Finished flags of the windows on rows ``[:batch]`` (one row each here)."""
+        return self.finished[:batch]
 
     def harvest(self, rows: list[int]) -> list[Harvest]:
         """Read finished rows back to the host (waits for the device once)."""
@@ -173,6 +178,11 @@ class SlotState:
         return out
 
     def _columns(self) -> tuple[torch.Tensor, ...]:
+        """Every state tensor (what a graph capture's warm-up run must leave as it was)."""
+        return self._row_columns()
+
+    def _row_columns(self) -> tuple[torch.Tensor, ...]:
+        """The tensors with one entry per row."""
         return (
             self.next_token, self.position, self.prompt, self.prompt_len, self.gen_count,
             self.last_token, self.prev_token, self.last_stamp, self.fixed_new_tokens,
@@ -199,8 +209,12 @@ class SlotState:
         positions = self.position[:batch].clamp(max=self.n_ctx - 1)
         return self.next_token[:batch], positions
 
-    def advance(self, logits: torch.Tensor) -> None:
-        """Apply the rules to float32 ``logits`` (batch, vocab), choose, update rows in place."""
+    def advance(self, logits: torch.Tensor) -> torch.Tensor | None:
+        """Apply the rules to float32 ``logits`` (batch, vocab), choose, update rows in place.
+
+        Returns None: greedy rows keep their own caches (a beam step returns
+        each row's parent row instead).
+        """
         t = self.tokens
         b = logits.shape[0]
         active = self.active[:b]
@@ -247,6 +261,7 @@ class SlotState:
         )
         self.active[:b] = active & ~ended
         self.finished[:b] |= ended
+        return None
 
     def _rules(self, logits: torch.Tensor, b: int) -> torch.Tensor:
         """Scores with every token the rules forbid set to -inf."""

@@ -10,8 +10,8 @@ The Job (``batch/v1``, Indexed, one completion per shard):
 
 * pod ``i`` works on shard ``i`` (``$JOB_COMPLETION_INDEX``) of the plan:
   ``steno work --plan URI --progress-host $(POD_IP) --progress-port P``, plus
-  ``--int8-cross-kv`` when the spec asks for it, then the settings' extra
-  arguments;
+  ``--int8-cross-kv`` and ``--beam-size N`` when the spec asks for them, then
+  the settings' extra arguments;
 * ``podFailurePolicy``: the worker's bad-spec exit code fails the whole Job
   (retrying cannot help), a pod disrupted by its node (drain, preemption,
   eviction: the ``DisruptionTarget`` condition) is retried without counting;
@@ -81,6 +81,10 @@ POD_IP_ENV = "POD_IP"
 # engine refuses it with exit code 2, which the FailJob rule below turns into
 # a failed job (WorkerRejectedSpec) instead of retries.
 INT8_CROSS_KV_FLAG = "--int8-cross-kv"
+# steno work's flag for spec.beamSize, given only above 1 (greedy is the worker's
+# default). Beam search runs on the torch backend only: a worker told to use onnx
+# (worker.extraArgs) refuses it with exit code 2, a failed job as above.
+BEAM_SIZE_FLAG = "--beam-size"
 
 # --- names -------------------------------------------------------------------
 
@@ -220,6 +224,8 @@ def worker_args(plan: PlanRef, settings: OperatorSettings, spec: TranscriptionJo
     """``steno work``'s arguments: the plan and progress server, the job's engine flags,
     then the settings' extra arguments (the chart's ``worker.extraArgs``)."""
     engine_flags = [INT8_CROSS_KV_FLAG] if spec.int8_cross_kv else []
+    if spec.beam_size > 1:
+        engine_flags += [BEAM_SIZE_FLAG, str(spec.beam_size)]
     return [
         "--plan", plan.uri,
         "--progress-host", f"$({POD_IP_ENV})",

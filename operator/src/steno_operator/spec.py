@@ -53,6 +53,9 @@ DEFAULT_FORMATS = ("json",)
 DEFAULT_MODEL = "large-v3"  # a cluster job is for quality; tests name tiny.en
 DEFAULT_PARALLELISM = 1
 DEFAULT_GPUS_PER_POD = 1
+# Greedy decoding. Applied by the operator, not the CRD (like int8CrossKV: a schema
+# default added by a CRD upgrade would change the specFingerprint of stored jobs).
+DEFAULT_BEAM_SIZE = 1
 # Applied by the operator (not the CRD: a schema default on input.suffixes
 # would also land on a uris input, where suffixes are not allowed) when a
 # prefix input names none. An explicit empty list means every object.
@@ -62,6 +65,8 @@ DEFAULT_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".webm", "
 
 MAX_PARALLELISM = 1000  # the worker's own cap on shards (steno_inference.jobs.spec)
 MAX_GPUS_PER_POD = 16  # the largest GPU nodes sold today carry 16
+MIN_BEAM_SIZE = 1
+MAX_BEAM_SIZE = 16  # the engine's cap (steno_inference.beam_state.MAX_BEAM_SIZE)
 MIN_SPEAKERS = 1
 MAX_SPEAKERS = 32  # the engine's stated cap (steno_inference.options.MAX_SPEAKERS)
 MAX_INPUT_URIS = 1000  # more inputs belong under a prefix: the object must fit in etcd
@@ -111,7 +116,7 @@ _DNS_SUBDOMAIN = re.compile(DNS_SUBDOMAIN_PATTERN)
 # prunes unknown fields, so one here means the CRD is not ours).
 _SPEC_FIELDS = frozenset(
     {"input", "output", "model", "task", "language", "timestamps", "diarization",
-     "parallelism", "gpusPerPod", "int8CrossKV", "placement", "deadlineSeconds",
+     "parallelism", "gpusPerPod", "int8CrossKV", "beamSize", "placement", "deadlineSeconds",
      "storageSecretRef", "suspend"}
 )
 # Fields that may change after the job started: everything else is fixed by the plan.
@@ -196,6 +201,8 @@ class TranscriptionJobSpec:
     # An engine setting of the worker pods (``steno work --int8-cross-kv``), not part
     # of the plan: like the dtype, it changes how the GPU decodes, not what the job is.
     int8_cross_kv: bool = False
+    # Beams per window (``steno work --beam-size N``; 1: greedy), an engine setting too.
+    beam_size: int = DEFAULT_BEAM_SIZE
     placement: PlacementSpec = PlacementSpec()
     deadline_seconds: int | None = None  # the Job's activeDeadlineSeconds
     storage_secret_name: str | None = None  # None: the pods' own identity (boto3's chain)
@@ -204,9 +211,9 @@ class TranscriptionJobSpec:
     def worker_spec(self, job_id: str) -> dict[str, Any]:
         """The JSON the job worker reads (``steno_inference.jobs.spec``): CRD field names.
 
-        ``int8CrossKV`` is left out: the worker's parser refuses unknown fields, and
-        the pods get it as a flag (``manifests.worker_args``), so the plan, and with
-        it every stored plan's bytes, does not depend on it.
+        ``int8CrossKV`` and ``beamSize`` are left out: the worker's parser refuses
+        unknown fields, and the pods get them as flags (``manifests.worker_args``), so
+        the plan, and with it every stored plan's bytes, does not depend on them.
         """
         source: dict[str, Any]
         if self.input.prefix is not None:
@@ -266,6 +273,8 @@ def parse_spec(raw: Mapping[str, Any]) -> TranscriptionJobSpec:
         gpus_per_pod=_integer(spec.get("gpusPerPod", DEFAULT_GPUS_PER_POD), "gpusPerPod",
                               1, MAX_GPUS_PER_POD),
         int8_cross_kv=_boolean(spec.get("int8CrossKV", False), "int8CrossKV"),
+        beam_size=_integer(spec.get("beamSize", DEFAULT_BEAM_SIZE), "beamSize",
+                           MIN_BEAM_SIZE, MAX_BEAM_SIZE),
         placement=_placement(spec.get("placement", {})),
         deadline_seconds=(
             None
@@ -338,10 +347,10 @@ def _choice(value: Any, where: str, allowed: Sequence[str]) -> str:
 
 
 def _integer(value: Any, where: str, low: int, high: int | None) -> int:
+    bound = f"from {low} to {high}" if high is not None else f"at least {low}"
     if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(where, f"must be an integer, not {_kind(value)}")
+        raise SpecError(where, f"must be an integer {bound}, not {_kind(value)}")
     if value < low or (high is not None and value > high):
-        bound = f"from {low} to {high}" if high is not None else f"at least {low}"
         raise SpecError(where, f"must be {bound}, not {value}")
     return value
 

@@ -129,6 +129,8 @@ MATRIX: dict[str, dict[str, Any]] = {
         "env": {"AWS_REGION": "eu-west-1"}, "envFromSecret": "steno-storage"}}),
     # The engine's GPU decoding and voice-activity settings, rendered as steno serve flags.
     "pool-int8-vad-threads": merge(POOL, {"serving": {"int8CrossKV": True, "vadThreads": 4}}),
+    # Beam search (torch backend), rendered as steno serve's --beam-size.
+    "pool-beam-search": merge(POOL, {"serving": {"beamSize": 4}}),
     "network-policies-off": merge(POOL, {"networkPolicy": {"enabled": False}}),
     "network-policies-narrow": merge(POOL, {"networkPolicy": {
         "apiServer": {"to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}], "ports": [443]},

@@ -151,6 +151,7 @@ def test_commands_parse_with_the_programs_own_parsers(
         assert (parsed.auth_token_file is not None) == bool(serving["auth"]["tokenSecretName"])
         assert parsed.int8_cross_kv is serving["int8CrossKV"]
         assert parsed.vad_threads == (serving["vadThreads"] or None)  # 0: the server's default
+        assert parsed.beam_size == serving["beamSize"]
     for pod in by_kind(objects, "Pod"):  # the helm test pod
         for container in containers(pod["spec"]):
             parsed = steno_parser().parse_args([*container["command"][1:], *container["args"]])
@@ -280,6 +281,27 @@ def test_engine_flags_render_only_when_set() -> None:
     parsed = steno_parser().parse_args([*worker["command"][1:], *worker["args"]])
     assert parsed.command == "work" and parsed.int8_cross_kv is True
     assert "--int8-cross-kv" not in pod_spec(_worker_job(settings))["containers"][0]["args"]
+
+
+def test_beam_size_renders_only_above_one() -> None:
+    def server_args(values: dict[str, Any]) -> list[str]:
+        args: list[str] = pod_spec(one(render(values), "Deployment", "-serving"))["containers"][0]["args"]
+        return args
+
+    assert "--beam-size=4" in server_args(MATRIX["pool-beam-search"])
+    # 1 (the default) is greedy, the server's own default: no flag.
+    for values in (POOL, merge(POOL, {"serving": {"beamSize": 1}})):
+        assert not [a for a in server_args(values) if a.startswith("--beam-size")]
+    # Beam search on a CPU pool's torch backend (backend auto picks torch for it) is fine.
+    cpu = server_args(merge(POOL, {"serving": {"gpus": 0, "device": "cpu", "beamSize": 2}}))
+    assert "--beam-size=2" in cpu
+
+    # A job's spec.beamSize reaches the worker pods as a flag steno work's parser takes.
+    settings = _operator_settings(render({}))
+    worker = pod_spec(_worker_job(settings, beamSize=4))["containers"][0]
+    parsed = steno_parser().parse_args([*worker["command"][1:], *worker["args"]])
+    assert parsed.command == "work" and parsed.beam_size == 4
+    assert "--beam-size" not in pod_spec(_worker_job(settings))["containers"][0]["args"]
 
 
 def test_worker_settings_follow_the_values() -> None:
@@ -430,6 +452,14 @@ def test_network_policies() -> None:
     ({"serving": {"enabled": True, "gpus": 0, "int8CrossKV": True}}, "serving.int8CrossKV needs a GPU"),
     ({"serving": {"enabled": True, "device": "cpu", "int8CrossKV": True}}, "serving.int8CrossKV needs a GPU"),
     ({"serving": {"enabled": True, "backend": "onnx", "int8CrossKV": True}}, "serving.int8CrossKV needs a GPU"),
+    ({"serving": {"beamSize": 0}}, "/serving/beamSize"),
+    ({"serving": {"beamSize": 17}}, "/serving/beamSize"),
+    ({"serving": {"beamSize": "4"}}, "/serving/beamSize"),
+    # Beam search runs on the torch backend only: an onnx pool's server would exit at start.
+    ({"serving": {"enabled": True, "backend": "onnx", "beamSize": 4}},
+     "serving.beamSize above 1 needs the torch backend"),
+    ({"serving": {"enabled": True, "dtype": "int8", "beamSize": 4}},
+     "serving.beamSize above 1 needs the torch backend"),
 ])
 def test_schema_refuses(values: dict[str, Any], complaint: str) -> None:
     assert complaint in render_error(values)

@@ -179,6 +179,9 @@ def test_the_api_server_rejects_bad_specs(kube_api: KubeApi, namespace: str) -> 
         "translate with an English-only model": {**good, "model": "tiny.en", "task": "translate"},
         "no GPUs": {**good, "gpusPerPod": 0},
         "int8CrossKV not a boolean": {**good, "int8CrossKV": "yes"},
+        "no beams": {**good, "beamSize": 0},
+        "too many beams": {**good, "beamSize": 17},
+        "beamSize not an integer": {**good, "beamSize": "x"},
     }
     for what, spec in bad_specs.items():
         with pytest.raises(ApiError) as refused:
@@ -199,8 +202,17 @@ def test_the_api_server_rejects_bad_specs(kube_api: KubeApi, namespace: str) -> 
     with pytest.raises(ApiError) as refused:
         kube_api.patch(tj_path(namespace, "int8"), {"spec": {"int8CrossKV": False}})
     assert refused.value.status == 422
-    # No schema default: a job that leaves it out keeps a spec without it.
-    assert "int8CrossKV" not in created["spec"]
+    beams = kube_api.create(tj_path(namespace), transcription_job("beams", {**good, "beamSize": 4}))
+    assert beams["spec"]["beamSize"] == 4
+    for change in ({"beamSize": 2}, {"beamSize": None}):  # changed, or removed
+        with pytest.raises(ApiError) as refused:
+            kube_api.patch(tj_path(namespace, "beams"), {"spec": change})
+        assert refused.value.status == 422, change
+    with pytest.raises(ApiError) as refused:
+        kube_api.patch(tj_path(namespace, "good"), {"spec": {"beamSize": 4}})
+    assert refused.value.status == 422
+    # No schema default: a job that leaves them out keeps a spec without them.
+    assert "int8CrossKV" not in created["spec"] and "beamSize" not in created["spec"]
     kube_api.patch(tj_path(namespace, "good"), {"spec": {"suspend": True}})
 
 

@@ -61,6 +61,7 @@ class Settings:
     int8_cross_kv: bool = True  # also time int8 cross-attention keys and values
     int8_mode: int | None = None  # the int8 kernel's mode (int8_cross_attention.MODES)
     replicas: bool = True  # on several GPUs, also time one runner per GPU
+    beam_size: int = 1  # above 1: also time beam search with this many beams
     max_slots: int | None = None  # decoder slots; None: as many as memory allows
     tokenizer_dir: Path | None = None  # a Whisper tokenizer for the recipe's pipeline
     device: str = "cuda:0"
@@ -206,6 +207,21 @@ def _run_shape(
         del runner
         _release(device)
 
+    if settings.beam_size > 1:
+        runner = _make_runner(model, tokens, device, settings.max_slots, None,
+                              beam_size=settings.beam_size)
+        capture_s = _prepare(runner, features, max_tokens)
+        beam_detail: dict[str, Any] = {
+            **extra, "slots": runner.max_batch, "encoder_batch": runner.encoder_batch,
+            "graph_capture_s": round(capture_s, 2), "beam_size": settings.beam_size,
+        }
+        row = _timed(name, "features", runner, _requests(features, None, settings.new_tokens),
+                     len(audio), device, beam_detail)
+        row.side = f"steno {settings.beam_size} beams"
+        add(row)
+        del runner
+        _release(device)
+
     if settings.replicas and device.type == "cuda" and torch.cuda.device_count() > 1:
         add(_replicas(name, settings, audio, pcm, max_tokens, extra))
     del model, features
@@ -213,13 +229,15 @@ def _run_shape(
 
 
 def _make_runner(model: Any, tokens: Any, device: torch.device, max_slots: int | None,
-                 cap: float | None, int8_cross_kv: bool = False) -> WhisperRunner:
+                 cap: float | None, int8_cross_kv: bool = False,
+                 beam_size: int = 1) -> WhisperRunner:
     dtype = _dtype(device)
     plan = plan_batch(model, dtype, device, tokens.max_target_positions, cap,
                       int8_cross_kv=int8_cross_kv)
-    slots = plan.slots if max_slots is None else min(plan.slots, max_slots)
-    return WhisperRunner(model, tokens, device, dtype, slots, plan.encoder_batch,
-                         int8_cross_kv=int8_cross_kv)
+    # plan.slots counts decoder rows; max_slots counts windows (beam_size rows each).
+    rows = plan.slots if max_slots is None else min(plan.slots, max_slots * beam_size)
+    return WhisperRunner(model, tokens, device, dtype, rows, plan.encoder_batch,
+                         int8_cross_kv=int8_cross_kv, beam_size=beam_size)
 
 
 def _prepare(runner: WhisperRunner, features: torch.Tensor, max_tokens: int) -> float:

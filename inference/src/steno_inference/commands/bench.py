@@ -48,6 +48,8 @@ def register(subparsers: Any) -> None:
                        help="skip the run with int8 cross-attention keys and values")
     bench.add_argument("--int8-mode", type=int, choices=(0, 1, 2), default=None,
                        help="how the int8 kernel converts and multiplies (bench/kernels.py)")
+    bench.add_argument("--beam-size", type=int, default=1, metavar="N",
+                       help="above 1: also time beam search with N beams per window")
     bench.add_argument("--no-replicas", action="store_true",
                        help="skip the one-runner-per-GPU run on multi-GPU machines")
     bench.add_argument("--device", default="cuda:0")
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         int8_cross_kv=not args.no_int8,
         int8_mode=args.int8_mode,
         replicas=not args.no_replicas,
+        beam_size=args.beam_size,
         max_slots=args.max_slots,
         tokenizer_dir=args.tokenizer,
         device=args.device,

@@ -60,6 +60,9 @@ def register(subparsers: Any) -> None:
     sv.add_argument("--int8-cross-kv", action="store_true",
                     help="GPU: keep cross-attention keys and values as int8 (about half the "
                          "bytes each decoder step reads; bench/gpu_correctness.py checks tokens)")
+    sv.add_argument("--beam-size", type=int, default=1, metavar="N",
+                    help="beams per window, 1 to 16 (default 1: greedy); each beam takes a "
+                         "decoder slot's memory and reads; torch backend only")
     sv.add_argument("--batch-size", type=int, default=None, metavar="N",
                     help="decoder slots (default: sized from the device)")
     sv.add_argument("--vad-threads", type=int, default=None, metavar="N",
@@ -116,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         engine = Engine.load(EngineConfig(
             model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
             backend=args.backend, vad_threads=args.vad_threads,
-            int8_cross_kv=args.int8_cross_kv,
+            int8_cross_kv=args.int8_cross_kv, beam_size=args.beam_size,
         ))
     except (OptionsError, ModelError, ValueError) as error:
         print(f"steno: error: {error}", file=sys.stderr)
