@@ -31,6 +31,16 @@ def test_int8_cross_kv_halves_the_bytes_of_a_large_v3_slot() -> None:
     assert (int8 - self_cache) / (fp16 - self_cache) == pytest.approx(66 / 128)
 
 
+def test_beams_share_a_windows_cross_attention_bytes() -> None:
+    self_cache = 2 * 32 * 20 * 64 * 448 * 2
+    cross = DecoderPass.bytes_per_slot(32, 20, 64, 448, 2) - self_cache
+    beam_row = DecoderPass.bytes_per_slot(32, 20, 64, 448, 2, beam=5)
+    assert beam_row == self_cache + cross // 5
+    # int8 keys and values are kept per beam: the int8 kernel reads one query per row.
+    int8_row = DecoderPass.bytes_per_slot(32, 20, 64, 448, 2, int8_cross_kv=True, beam=5)
+    assert int8_row == DecoderPass.bytes_per_slot(32, 20, 64, 448, 2, int8_cross_kv=True)
+
+
 def test_int8_attention_is_close_to_fp32_attention() -> None:
     torch.manual_seed(0)
     q = torch.randn(3, 4, 64) * 0.2

@@ -58,14 +58,15 @@ class BatchPlan:
     budget_bytes: int  # what the plan had to spend on slots
 
 
-def slot_bytes(model: Any, dtype: torch.dtype, n_ctx: int, int8_cross_kv: bool = False) -> int:
-    """Device bytes one decoder slot costs: caches plus its share of step workspace."""
+def slot_bytes(model: Any, dtype: torch.dtype, n_ctx: int, int8_cross_kv: bool = False,
+               beam_size: int = 1) -> int:
+    """Device bytes one decoder row costs: caches plus its share of step workspace."""
     decoder = model.model.decoder
     attn = decoder.layers[0].self_attn
     itemsize = torch.finfo(dtype).bits // 8
     caches = DecoderPass.bytes_per_slot(
         len(decoder.layers), int(attn.num_heads), int(attn.head_dim), n_ctx, itemsize,
-        int8_cross_kv,
+        int8_cross_kv, beam_size,
     )
     vocab = int(decoder.embed_tokens.weight.shape[0])
     return caches + vocab * STEP_BYTES_PER_VOCAB
@@ -84,9 +85,15 @@ def plan_batch(
     memory_cap_gib: float | None = None,
     max_slots: int = MAX_SLOTS,
     int8_cross_kv: bool = False,
+    beam_size: int = 1,
 ) -> BatchPlan:
-    """Slots and encoder batch that fit the device (and the cap, when one is given)."""
-    per_slot = slot_bytes(model, dtype, n_ctx, int8_cross_kv and device.type == "cuda")
+    """Decoder rows and encoder batch that fit the device (and the cap, when one is given).
+
+    With beam search a window takes ``beam_size`` rows, which share its
+    cross-attention keys and values (unless they are int8).
+    """
+    per_slot = slot_bytes(model, dtype, n_ctx, int8_cross_kv and device.type == "cuda",
+                          beam_size)
     if device.type != "cuda":
         return BatchPlan(CPU_SLOTS, CPU_SLOTS, per_slot, 0)
     free, total = torch.cuda.mem_get_info(device)

@@ -25,9 +25,10 @@ prompt is fed to every beam of a window alike; the running scores start at
 0 for the first beam and -1e9 for the others, so the first choice comes from
 one beam rather than ``K`` copies of it.
 
-A window's beams share one encoder output but each row holds its own copy of
-the cross-attention keys and values, so a beam of ``K`` costs ``K`` slots of
-memory and of a step's reads.
+A window's beams share one copy of its cross-attention keys and values
+(:mod:`decoder_pass`), so ``K`` beams cost ``K`` rows of self-attention cache
+but read the window's keys and values once per step (with int8 keys and
+values, once per beam).
 """
 
 from __future__ import annotations

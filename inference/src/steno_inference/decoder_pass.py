@@ -23,6 +23,13 @@ query scaled before the product), so on the CPU the logits equal
 With ``int8_cross_kv`` (GPU, optional) the cross-attention keys and values are
 kept as int8 with a scale per (window, head, position) and read by
 :mod:`int8_cross_attention`: about half the bytes per step.
+
+With beam search (``beam`` > 1) a slot is ``beam`` consecutive rows, one per
+beam. The beams of a window share one copy of its cross-attention keys and
+values: their queries attend as ``beam`` query positions of one attention
+call, so a step reads each window's keys and values once, not once per beam.
+The int8 kernel takes one query per row, so with ``int8_cross_kv`` every beam
+keeps its own copy.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ class DecoderPass:
     """The decoder's weights, its per-slot caches, and the step that reads them."""
 
     def __init__(self, model: Any, slots: int, n_ctx: int, device: torch.device,
-                 dtype: torch.dtype, int8_cross_kv: bool = False) -> None:
+                 dtype: torch.dtype, int8_cross_kv: bool = False, beam: int = 1) -> None:
         decoder = model.model.decoder
         self._decoder = decoder
         self._layers = list(decoder.layers)
@@ -50,11 +57,14 @@ class DecoderPass:
         self.n_heads = int(first.num_heads)
         self.head_dim = int(first.head_dim)
         self.n_ctx = n_ctx
-        self.slots = slots
+        self.slots = slots  # rows: windows × beam
+        self.beam = beam
+        self.shared_cross = beam > 1 and not int8_cross_kv
         self.device = device
         self.dtype = dtype
         shape_self = (slots, self.n_heads, n_ctx, self.head_dim)
-        shape_cross = (slots, self.n_heads, N_AUDIO_CTX, self.head_dim)
+        cross_rows = slots // beam if self.shared_cross else slots
+        shape_cross = (cross_rows, self.n_heads, N_AUDIO_CTX, self.head_dim)
 
         def empty(shape: tuple[int, int, int, int]) -> torch.Tensor:
             # Zeros, not garbage: padding rows read these and must stay finite.
@@ -80,17 +90,28 @@ class DecoderPass:
 
     @staticmethod
     def bytes_per_slot(n_layers: int, n_heads: int, head_dim: int, n_ctx: int,
-                       itemsize: int, int8_cross_kv: bool = False) -> int:
-        """Bytes one slot holds: self-attention cache plus cross-attention keys and values."""
+                       itemsize: int, int8_cross_kv: bool = False, beam: int = 1) -> int:
+        """Bytes one row holds: self-attention cache plus its share of cross keys and values."""
         self_bytes = 2 * n_layers * n_heads * head_dim * n_ctx * itemsize
         if int8_cross_kv:
             cross_bytes = 2 * n_layers * n_heads * N_AUDIO_CTX * (head_dim + SCALE_BYTES)
         else:
-            cross_bytes = 2 * n_layers * n_heads * N_AUDIO_CTX * head_dim * itemsize
+            cross_bytes = 2 * n_layers * n_heads * N_AUDIO_CTX * head_dim * itemsize // beam
         return self_bytes + cross_bytes
 
-    def fill_cross(self, rows: torch.Tensor, encoded: torch.Tensor) -> None:
-        """Cross-attention keys and values of windows ``encoded`` (n, 1500, d) into ``rows``."""
+    def rows_of(self, windows: torch.Tensor) -> torch.Tensor:
+        """The rows of slot indices ``windows`` (a window's beams are consecutive rows)."""
+        if self.beam == 1:
+            return windows
+        offsets = torch.arange(self.beam, device=windows.device)
+        return (windows[:, None] * self.beam + offsets[None, :]).flatten()
+
+    def fill_cross(self, windows: torch.Tensor, encoded: torch.Tensor) -> None:
+        """Cross-attention keys and values of ``encoded`` (n, 1500, d) for slots ``windows``."""
+        rows = windows
+        if self.beam > 1 and not self.shared_cross:
+            rows = self.rows_of(windows)
+            encoded = encoded.repeat_interleave(self.beam, dim=0)
         n = encoded.shape[0]
         shape = (n, N_AUDIO_CTX, self.n_heads, self.head_dim)
         for index, layer in enumerate(self._layers):
@@ -105,11 +126,14 @@ class DecoderPass:
             self.cross_v[index][rows] = attn.v_proj(encoded).view(shape).transpose(1, 2)
 
     def move(self, source: torch.Tensor, target: torch.Tensor) -> None:
-        """Copy every cache of rows ``source`` onto rows ``target`` (compaction)."""
-        for caches in (self.self_k, self.self_v, self.cross_k, self.cross_v,
-                       self.cross_k_scale, self.cross_v_scale):
-            for cache in caches:
-                cache[target] = cache[source]
+        """Copy every cache of slots ``source`` onto slots ``target`` (compaction)."""
+        rows_source, rows_target = self.rows_of(source), self.rows_of(target)
+        cross_source, cross_target = (
+            (source, target) if self.shared_cross else (rows_source, rows_target))
+        for cache in (*self.self_k, *self.self_v):
+            cache[rows_target] = cache[rows_source]
+        for cache in (*self.cross_k, *self.cross_v, *self.cross_k_scale, *self.cross_v_scale):
+            cache[cross_target] = cache[cross_source]
 
     def reorder(self, source: torch.Tensor, kv_len: int) -> None:
         """Rows ``[:len(source)]`` take the self-attention caches of rows ``source`` (beams).
@@ -156,6 +180,14 @@ class DecoderPass:
                     self.cross_k[index], self.cross_k_scale[index],
                     self.cross_v[index], self.cross_v_scale[index],
                 )
+            elif self.shared_cross:
+                # A window's beams as query positions over its one copy of keys and values.
+                windows = batch // self.beam
+                queries = q.view(windows, self.beam, self.n_heads, self.head_dim).transpose(1, 2)
+                out = F.scaled_dot_product_attention(
+                    queries, self.cross_k[index][:windows], self.cross_v[index][:windows],
+                    scale=1.0,
+                ).transpose(1, 2)
             else:
                 out = F.scaled_dot_product_attention(
                     q, self.cross_k[index][:batch], self.cross_v[index][:batch], scale=1.0

@@ -153,7 +153,7 @@ class Engine:
         self.model_name = model_name
         plan = plan_batch(
             model, dtype, device, tokens.max_target_positions, config.memory_cap_gib,
-            int8_cross_kv=config.int8_cross_kv,
+            int8_cross_kv=config.int8_cross_kv, beam_size=config.beam_size,
         )
         # The plan counts decoder rows (memory); a set batch size counts windows,
         # each of which takes beam_size rows.

@@ -297,7 +297,7 @@ class WhisperRunner:
         while True:
             try:
                 return DecoderPass(self.model, slots * self.beam_size, self.n_ctx, self.device,
-                                   self.dtype, self.int8_cross_kv)
+                                   self.dtype, self.int8_cross_kv, self.beam_size)
             except (torch.OutOfMemoryError, RuntimeError) as error:
                 if not is_out_of_memory(error) or slots == 1:
                     raise
@@ -363,13 +363,6 @@ class WhisperRunner:
         self.stats.steps += 1
         self.stats.rows_stepped += batch
         return batch
-
-    def _slot_rows(self, slots: torch.Tensor) -> torch.Tensor:
-        """Decoder rows of ``slots`` (a slot's beams are consecutive rows)."""
-        if self.beam_size == 1:
-            return slots
-        offsets = torch.arange(self.beam_size, device=slots.device)
-        return (slots[:, None] * self.beam_size + offsets[None, :]).flatten()
 
     def _on_decode_stream(self) -> contextlib.AbstractContextManager[Any]:
         stream = self.pipeline.decode_stream
@@ -548,10 +541,7 @@ class WhisperRunner:
             requests = [requests[i] for i in keep]
         admissions = [Admission(self._prompt(r), r.fixed_new_tokens) for r in requests]
         rows = [heapq.heappop(free) for _ in requests]
-        slots = torch.tensor(rows, device=self.device)
-        if self.beam_size > 1:
-            encoded = encoded.repeat_interleave(self.beam_size, dim=0)
-        self.decoder.fill_cross(self._slot_rows(slots), encoded)
+        self.decoder.fill_cross(torch.tensor(rows, device=self.device), encoded)
         self.state.admit(rows, admissions)
         for i, (row, request) in enumerate(zip(rows, requests, strict=True)):
             kept = None
@@ -582,7 +572,7 @@ class WhisperRunner:
         movers = [row for row in range(busy, top) if occupants[row] is not None]
         source = torch.tensor(movers, device=self.device)
         target = torch.tensor(sorted(holes), device=self.device)
-        self.decoder.move(self._slot_rows(source), self._slot_rows(target))
+        self.decoder.move(source, target)
         self.state.move(source, target)
         for src, dst in zip(movers, sorted(holes), strict=True):
             occupant = occupants[src]

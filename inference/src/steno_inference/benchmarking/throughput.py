@@ -233,7 +233,7 @@ def _make_runner(model: Any, tokens: Any, device: torch.device, max_slots: int |
                  beam_size: int = 1) -> WhisperRunner:
     dtype = _dtype(device)
     plan = plan_batch(model, dtype, device, tokens.max_target_positions, cap,
-                      int8_cross_kv=int8_cross_kv)
+                      int8_cross_kv=int8_cross_kv, beam_size=beam_size)
     # plan.slots counts decoder rows; max_slots counts windows (beam_size rows each).
     rows = plan.slots if max_slots is None else min(plan.slots, max_slots * beam_size)
     return WhisperRunner(model, tokens, device, dtype, rows, plan.encoder_batch,
