@@ -104,29 +104,8 @@ class BeamSlotState(SlotState):
     def harvest(self, rows: list[int]) -> list[Harvest]:
         """Each finished unit's best hypothesis (waits for the device once)."""
         units = torch.tensor(rows, dtype=torch.long, device=self.device)
-        first_rows = units * self.beam
-        lengths = self.pool_len[units, 0].tolist()
-        width = max(lengths) if lengths else 0
-        generated = self.pool_tokens[units, 0, :width].tolist()
-        prompts = self.prompt[first_rows].tolist()
-        prompt_lengths = self.prompt_len[first_rows].tolist()
-        fixed = self.fixed_new_tokens[first_rows].tolist()
-        raw = self.pool_raw[units, 0].tolist()
-        no_speech = self.no_speech_prob[first_rows].tolist()
-        eot = self.tokens.eot
-        out = []
-        for i in range(len(rows)):
-            tokens = generated[i][: lengths[i]]
-            ended = bool(tokens) and tokens[-1] == eot
-            out.append(Harvest(
-                tokens=tuple(tokens[:-1] if ended else tokens),
-                prompt=tuple(prompts[i][: prompt_lengths[i]]),
-                sum_logprob=float(raw[i]),
-                no_speech_prob=float(no_speech[i]),
-                ended_by_eot=ended,
-                reached_fixed=0 < fixed[i] <= lengths[i],
-            ))
-        return out
+        return self._harvests(units * self.beam, self.pool_tokens[units, 0],
+                              self.pool_len[units, 0], self.pool_raw[units, 0])
 
     def _row_columns(self) -> tuple[torch.Tensor, ...]:
         return (*super()._row_columns(), self.beam_score)

@@ -152,27 +152,37 @@ class SlotState:
     def harvest(self, rows: list[int]) -> list[Harvest]:
         """Read finished rows back to the host (waits for the device once)."""
         index = torch.tensor(rows, dtype=torch.long, device=self.device)
-        counts = self.gen_count[index].tolist()
-        width = max(counts) if counts else 0
-        generated = self.generated[index, :width].tolist()
-        prompts = self.prompt[index].tolist()
-        lengths = self.prompt_len[index].tolist()
-        fixed = self.fixed_new_tokens[index].tolist()
-        sums = self.sum_logprob[index].tolist()
-        no_speech = self.no_speech_prob[index].tolist()
+        return self._harvests(index, self.generated[index], self.gen_count[index],
+                              self.sum_logprob[index])
+
+    def _harvests(self, rows: torch.Tensor, generated: torch.Tensor, counts: torch.Tensor,
+                  sums: torch.Tensor) -> list[Harvest]:
+        """Harvests of windows on ``rows`` (prompt, limits, no-speech) with these tokens.
+
+        ``generated`` (n, width) holds ``counts`` tokens each, <|endoftext|>
+        included when it ended them; ``sums`` are their scores.
+        """
+        count_list = counts.tolist()
+        width = max(count_list) if count_list else 0
+        token_lists = generated[:, :width].tolist()
+        prompts = self.prompt[rows].tolist()
+        lengths = self.prompt_len[rows].tolist()
+        fixed = self.fixed_new_tokens[rows].tolist()
+        sum_list = sums.tolist()
+        no_speech = self.no_speech_prob[rows].tolist()
         eot = self.tokens.eot
         out = []
-        for i in range(len(rows)):
-            tokens = generated[i][: counts[i]]
+        for i in range(len(count_list)):
+            tokens = token_lists[i][: count_list[i]]
             ended = bool(tokens) and tokens[-1] == eot
             out.append(
                 Harvest(
                     tokens=tuple(tokens[:-1] if ended else tokens),
                     prompt=tuple(prompts[i][: lengths[i]]),
-                    sum_logprob=float(sums[i]),
+                    sum_logprob=float(sum_list[i]),
                     no_speech_prob=float(no_speech[i]),
                     ended_by_eot=ended,
-                    reached_fixed=0 < fixed[i] <= counts[i],
+                    reached_fixed=0 < fixed[i] <= count_list[i],
                 )
             )
         return out
