@@ -29,9 +29,10 @@ beam search turns near-ties into different timestamp tokens: on the H100,
 two windows end a segment 0.04 s apart or split it differently, with the
 same words; the gate is on the text); and that continuous batching gives the
 tokens of one-window-at-a-time decoding — with a fixed graph batch and
-self-attention length (the same kernels for every row, so the tokens must be
-identical) and with the natural buckets (different matrix shapes and lengths,
-so fp16 rounding differs; reported, not required equal).
+self-attention length and repeatable attention kernels (``deterministic``:
+the same kernels for every row, so the tokens must be identical) and with
+the natural buckets (different matrix shapes and lengths, so fp16 rounding
+differs; reported, not required equal).
 """
 
 from __future__ import annotations
@@ -211,8 +212,10 @@ def check(source: Path, out: Path | None) -> int:
     # the very same graph batch (padding rows), which runs identical kernels
     # on every row.
     # One window per encoder call in both runs, so encoder outputs are the same too.
+    # Repeatable attention kernels (--deterministic): with SDPA's default
+    # flash/cuDNN choice a near-tie window's tokens change from run to run.
     slots = WhisperRunner(model, tokens, device, torch.float16,
-                          max_batch=SLOTS_FOR_CONTINUOUS, encoder_batch=1)
+                          max_batch=SLOTS_FOR_CONTINUOUS, encoder_batch=1, deterministic=True)
     if slots.graphs is not None:
         # One batch and one self-attention length for every step: which rows
         # are busy then changes no kernel's shape (a window's keys are masked,
@@ -265,7 +268,7 @@ def check(source: Path, out: Path | None) -> int:
     # depend on which other windows share the step.
     fixed_beam = WhisperRunner(model, tokens, device, torch.float16,
                                max_batch=SLOTS_FOR_CONTINUOUS * BEAMS, encoder_batch=1,
-                               beam_size=BEAMS)
+                               beam_size=BEAMS, deterministic=True)
     if fixed_beam.graphs is not None:
         fixed_beam.graphs.batch_buckets = (SLOTS_FOR_CONTINUOUS * BEAMS,)
         fixed_beam.graphs.kv_buckets = (int(model.config.max_target_positions),)

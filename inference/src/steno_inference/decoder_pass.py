@@ -14,7 +14,8 @@ Reading the cross-attention keys and values is what bounds a step on a GPU
 window per token): the rest of the step is a few small matrix products per
 layer. Attention goes through PyTorch's SDPA, which picks cuDNN's or its own
 flash kernels for the unmasked cross-attention and the memory-efficient
-kernel for the masked self-attention.
+kernel for the masked self-attention; ``deterministic`` holds it to the
+memory-efficient kernel (see ``STEP_ATTENTION_BACKENDS``).
 
 The arithmetic follows transformers' Whisper decoder layer by layer (pre-norm,
 query scaled before the product), so on the CPU the logits equal
@@ -34,14 +35,24 @@ keeps its own copy.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from steno_inference import int8_cross_attention
 
 N_AUDIO_CTX = 1500  # encoder positions per 30 s window
+# With ``deterministic`` a GPU step's attention runs only on PyTorch's
+# memory-efficient kernel (math where that cannot run). For one query over 1500
+# keys the flash and cuDNN kernels that SDPA picks by default are not
+# repeatable: on an H100 and an H200 a near-tie window's greedy tokens changed
+# between decodes of the same input (bench/repeatability.py: 7 of 15 decodes
+# on an H100); with the memory-efficient kernel they never did.
+# It costs speed: large-v3, 150 min, 7.7 s instead of 6.0 s on an H100.
+STEP_ATTENTION_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 SCALE_BYTES = 2  # one float16 scale per (window, head, position) of int8 keys or values
 
 
@@ -49,7 +60,8 @@ class DecoderPass:
     """The decoder's weights, its per-slot caches, and the step that reads them."""
 
     def __init__(self, model: Any, slots: int, n_ctx: int, device: torch.device,
-                 dtype: torch.dtype, int8_cross_kv: bool = False, beam: int = 1) -> None:
+                 dtype: torch.dtype, int8_cross_kv: bool = False, beam: int = 1,
+                 deterministic: bool = False) -> None:
         decoder = model.model.decoder
         self._decoder = decoder
         self._layers = list(decoder.layers)
@@ -59,6 +71,7 @@ class DecoderPass:
         self.n_ctx = n_ctx
         self.slots = slots  # rows: windows × beam
         self.beam = beam
+        self.deterministic = deterministic and device.type == "cuda"
         self.shared_cross = beam > 1 and not int8_cross_kv
         self.device = device
         self.dtype = dtype
@@ -148,6 +161,14 @@ class DecoderPass:
 
     def logits(self, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int) -> torch.Tensor:
         """Float32 logits (batch, vocab) for one new token per row ``[:batch]``."""
+        # The CPU keeps PyTorch's choice (repeatable there): its tokens are pinned
+        # to generate()'s.
+        backends = (sdpa_kernel(STEP_ATTENTION_BACKENDS) if self.deterministic
+                    else contextlib.nullcontext())
+        with backends:
+            return self._logits(tokens, positions, kv_len)
+
+    def _logits(self, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int) -> torch.Tensor:
         batch = tokens.shape[0]
         decoder = self._decoder
         x = decoder.embed_tokens(tokens) + decoder.embed_positions.weight[positions]

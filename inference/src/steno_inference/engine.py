@@ -167,6 +167,7 @@ class Engine:
             self.runner = WhisperRunner(
                 model, tokens, device, dtype, max_batch=batch, encoder_batch=plan.encoder_batch,
                 int8_cross_kv=config.int8_cross_kv, beam_size=config.beam_size,
+                deterministic=config.deterministic,
             )
         self.features = LogMel(int(model.config.num_mel_bins), device)
         self.aligner = WordAligner(model, tokens, self._decode_tokens)

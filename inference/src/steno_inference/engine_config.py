@@ -33,6 +33,7 @@ class EngineConfig:
     vad_threads: int | None = None  # sources running voice activity at once; None: half the CPUs
     int8_cross_kv: bool = False  # GPU: cross-attention keys/values as int8 (half a step's reads)
     beam_size: int = 1  # beams per window (1: greedy); torch backend only (beam_state.py)
+    deterministic: bool = False  # GPU: repeatable decoder attention kernels (slower; decoder_pass)
 
 
 def vad_threads(config: EngineConfig) -> int:

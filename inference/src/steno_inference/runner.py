@@ -257,6 +257,7 @@ class WhisperRunner:
         cuda_graphs: bool = True,
         int8_cross_kv: bool = False,
         beam_size: int = 1,
+        deterministic: bool = False,
     ) -> None:
         self.model = model
         self.tokens = tokens
@@ -269,6 +270,7 @@ class WhisperRunner:
         if not 1 <= beam_size <= MAX_BEAM_SIZE:
             raise ValueError(f"beam size must be 1 to {MAX_BEAM_SIZE}, not {beam_size}")
         self.beam_size = beam_size
+        self.deterministic = deterministic  # repeatable attention kernels (decoder_pass)
         # ``max_batch`` counts decoder rows (what memory allows); a window takes
         # ``beam_size`` of them, so the loop's slots are groups of rows.
         self.decoder = self._allocate(max(1, max_batch // beam_size))
@@ -297,7 +299,8 @@ class WhisperRunner:
         while True:
             try:
                 return DecoderPass(self.model, slots * self.beam_size, self.n_ctx, self.device,
-                                   self.dtype, self.int8_cross_kv, self.beam_size)
+                                   self.dtype, self.int8_cross_kv, self.beam_size,
+                                   self.deterministic)
             except (torch.OutOfMemoryError, RuntimeError) as error:
                 if not is_out_of_memory(error) or slots == 1:
                     raise

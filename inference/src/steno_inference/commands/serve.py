@@ -63,6 +63,9 @@ def register(subparsers: Any) -> None:
     sv.add_argument("--beam-size", type=int, default=1, metavar="N",
                     help="beams per window, 1 to 16 (default 1: greedy); each beam takes a "
                          "decoder slot's memory and reads; torch backend only")
+    sv.add_argument("--deterministic", action="store_true",
+                    help="GPU: repeatable decoder attention kernels, the same tokens for the "
+                         "same input every time (large-v3 fp16 about 30 %% slower)")
     sv.add_argument("--batch-size", type=int, default=None, metavar="N",
                     help="decoder slots (default: sized from the device)")
     sv.add_argument("--vad-threads", type=int, default=None, metavar="N",
@@ -120,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
             model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
             backend=args.backend, vad_threads=args.vad_threads,
             int8_cross_kv=args.int8_cross_kv, beam_size=args.beam_size,
+            deterministic=args.deterministic,
         ))
     except (OptionsError, ModelError, ValueError) as error:
         print(f"steno: error: {error}", file=sys.stderr)

@@ -62,6 +62,9 @@ def register(subparsers: Any) -> None:
     tr.add_argument("--beam-size", type=int, default=1, metavar="N",
                     help="beams per window, 1 to 16 (default 1: greedy); each beam takes a "
                          "decoder slot's memory and reads; torch backend only")
+    tr.add_argument("--deterministic", action="store_true",
+                    help="GPU: repeatable decoder attention kernels, the same tokens for the "
+                         "same input every time (large-v3 fp16 about 30 %% slower)")
     tr.add_argument("--batch-size", type=_batch_size, default=None, metavar="auto|N",
                     help="decoder batch (windows at once); auto sizes it from the device")
     tr.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
@@ -112,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
             model=args.model, device=args.device, dtype=args.dtype, attention=args.attention,
             batch_size=args.batch_size, vad=not args.no_vad, backend=args.backend,
             int8_cross_kv=args.int8_cross_kv, beam_size=args.beam_size,
+            deterministic=args.deterministic,
         )
         engine = Engine.load(config)
         engine.check_options(options)

@@ -63,6 +63,9 @@ def register(subparsers: Any) -> None:
     work.add_argument("--beam-size", type=int, default=1, metavar="N",
                       help="beams per window, 1 to 16 (default 1: greedy); each beam takes a "
                            "decoder slot's memory and reads; torch backend only")
+    work.add_argument("--deterministic", action="store_true",
+                      help="GPU: repeatable decoder attention kernels, the same tokens for the "
+                           "same input every time (large-v3 fp16 about 30 %% slower)")
     work.add_argument("--batch-size", type=int, default=None, metavar="N",
                       help="decoder slots (default: sized from the device)")
     work.add_argument("--progress-port", type=int, default=None, metavar="PORT",
@@ -137,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         engine = Engine.load(EngineConfig(
             model=model, device=args.device, dtype=args.dtype, attention=args.attention,
             batch_size=args.batch_size, backend=args.backend, int8_cross_kv=args.int8_cross_kv,
-            beam_size=args.beam_size,
+            beam_size=args.beam_size, deterministic=args.deterministic,
         ))
         engines.append(engine)
         logging.getLogger(__name__).info("engine loaded: %s on %s", model, engine.device)
