@@ -132,12 +132,7 @@ class BeamSlotState(SlotState):
         active = self.active[:b]
         position = self.position[:b]
         generating = active & (position + 1 >= self.prompt_len[:b])
-        at_start = active & (position == 0)
-        no_speech = torch.softmax(logits, dim=-1)[:, t.no_speech]
-        self.no_speech_prob[:b] = torch.where(at_start, no_speech, self.no_speech_prob[:b])
-        language = logits.masked_fill(self._language_mask, -torch.inf).argmax(dim=-1)
-        detect = at_start & self.detect_language[:b]
-        self.prompt[:b, 1] = torch.where(detect, language, self.prompt[:b, 1])
+        self._observe_start(logits, active & (position == 0))
 
         # 1. Candidates: the best 2K of K × vocab.
         scores = self._rules(F.log_softmax(logits, dim=-1), b)
@@ -205,24 +200,8 @@ class BeamSlotState(SlotState):
         source = torch.where(generating, (group_base + next_parent).flatten(), rows)
         for column_state in (self.generated, self.last_token, self.prev_token, self.last_stamp):
             column_state[:b] = column_state[:b][source]
-        best = next_token.flatten()
-        gen_count = self.gen_count[:b]
-        sink = torch.full_like(gen_count, self.n_ctx)
-        write_at = torch.where(generating, gen_count, sink)
-        self.generated[:b].scatter_(1, write_at[:, None], best[:, None])
-        last = self.last_token[:b]
-        self.prev_token[:b] = torch.where(generating, last, self.prev_token[:b])
-        self.last_token[:b] = torch.where(generating, best, last)
-        stamp = generating & (best >= t.timestamp_begin)
-        self.last_stamp[:b] = torch.where(stamp, best, self.last_stamp[:b])
-        gen_count += generating.long()
         self.beam_score[:b] = torch.where(generating, next_score.flatten(), self.beam_score[:b])
-
-        prompt_index = (position + 1).clamp(max=self.prompt.shape[1] - 1)
-        from_prompt = self.prompt[:b].gather(1, prompt_index[:, None])[:, 0]
-        fed = torch.where(generating, best, from_prompt)
-        self.next_token[:b] = torch.where(active, fed, self.next_token[:b])
-        position += active.long()
+        self._take(next_token.flatten(), generating, active)
 
         done_rows = done[:, None].expand(g, k).flatten()
         self.active[:b] = active & ~done_rows

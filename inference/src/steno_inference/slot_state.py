@@ -230,38 +230,16 @@ class SlotState:
         active = self.active[:b]
         position = self.position[:b]
         generating = active & (position + 1 >= self.prompt_len[:b])
-        at_start = active & (position == 0)
-
-        # Position 0 sees <|startoftranscript|>: the no-speech probability, and
-        # the language when it is to be detected.
-        no_speech = torch.softmax(logits, dim=-1)[:, t.no_speech]
-        self.no_speech_prob[:b] = torch.where(at_start, no_speech, self.no_speech_prob[:b])
-        language = logits.masked_fill(self._language_mask, -math.inf).argmax(dim=-1)
-        detect = at_start & self.detect_language[:b]
-        self.prompt[:b, 1] = torch.where(detect, language, self.prompt[:b, 1])
+        self._observe_start(logits, active & (position == 0))
 
         scores = self._rules(logits, b)
         best = scores.argmax(dim=-1)
         logprob = F.log_softmax(scores, dim=-1).gather(1, best[:, None])[:, 0]
 
         is_eot = best == t.eot
-        gen_count = self.gen_count[:b]
         self.sum_logprob[:b] += torch.where(generating & ~is_eot, logprob.double(), 0.0)
-        sink = torch.full_like(gen_count, self.n_ctx)
-        column = torch.where(generating, gen_count, sink)
-        self.generated[:b].scatter_(1, column[:, None], best[:, None])
-        last = self.last_token[:b]
-        self.prev_token[:b] = torch.where(generating, last, self.prev_token[:b])
-        self.last_token[:b] = torch.where(generating, best, last)
-        stamp = generating & (best >= t.timestamp_begin)
-        self.last_stamp[:b] = torch.where(stamp, best, self.last_stamp[:b])
-        gen_count += generating.long()
-
-        prompt_index = (position + 1).clamp(max=PROMPT_WIDTH - 1)
-        from_prompt = self.prompt[:b].gather(1, prompt_index[:, None])[:, 0]
-        fed = torch.where(generating, best, from_prompt)
-        self.next_token[:b] = torch.where(active, fed, self.next_token[:b])
-        position += active.long()
+        self._take(best, generating, active)
+        gen_count = self.gen_count[:b]
 
         fixed = self.fixed_new_tokens[:b]
         ended = active & (gen_count > 0) & (
@@ -272,6 +250,37 @@ class SlotState:
         self.active[:b] = active & ~ended
         self.finished[:b] |= ended
         return None
+
+    def _observe_start(self, logits: torch.Tensor, at_start: torch.Tensor) -> None:
+        """Position 0 sees <|startoftranscript|>: the no-speech probability, and
+        the language when it is to be detected."""
+        b = logits.shape[0]
+        no_speech = torch.softmax(logits, dim=-1)[:, self.tokens.no_speech]
+        self.no_speech_prob[:b] = torch.where(at_start, no_speech, self.no_speech_prob[:b])
+        language = logits.masked_fill(self._language_mask, -math.inf).argmax(dim=-1)
+        detect = at_start & self.detect_language[:b]
+        self.prompt[:b, 1] = torch.where(detect, language, self.prompt[:b, 1])
+
+    def _take(self, best: torch.Tensor, generating: torch.Tensor, active: torch.Tensor) -> None:
+        """Rows ``[:batch]`` take their chosen token (generating rows) or their next
+        prompt token, and move on one position (active rows)."""
+        b = best.shape[0]
+        gen_count = self.gen_count[:b]
+        position = self.position[:b]
+        sink = torch.full_like(gen_count, self.n_ctx)
+        column = torch.where(generating, gen_count, sink)
+        self.generated[:b].scatter_(1, column[:, None], best[:, None])
+        last = self.last_token[:b]
+        self.prev_token[:b] = torch.where(generating, last, self.prev_token[:b])
+        self.last_token[:b] = torch.where(generating, best, last)
+        stamp = generating & (best >= self.tokens.timestamp_begin)
+        self.last_stamp[:b] = torch.where(stamp, best, self.last_stamp[:b])
+        gen_count += generating.long()
+        prompt_index = (position + 1).clamp(max=PROMPT_WIDTH - 1)
+        from_prompt = self.prompt[:b].gather(1, prompt_index[:, None])[:, 0]
+        fed = torch.where(generating, best, from_prompt)
+        self.next_token[:b] = torch.where(active, fed, self.next_token[:b])
+        position += active.long()
 
     def _rules(self, logits: torch.Tensor, b: int) -> torch.Tensor:
         """Scores with every token the rules forbid set to -inf."""
