@@ -20,6 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from steno_inference.backends import BACKENDS, DTYPES
+from steno_inference.commands.decoding_flags import add_decoding_flags
 from steno_inference.server.limits import (
     DEFAULT_GRACE_S,
     DEFAULT_LONG_CALL_RESERVE_S,
@@ -57,15 +58,7 @@ def register(subparsers: Any) -> None:
                     help="torch: auto, fp16, bf16, fp32; onnx: auto (fp32), fp32, int8")
     sv.add_argument("--backend", default="auto", choices=BACKENDS,
                     help="torch, onnx (CPU, ONNX Runtime) or auto: torch on GPU, onnx on CPU")
-    sv.add_argument("--int8-cross-kv", action="store_true",
-                    help="GPU: keep cross-attention keys and values as int8 (about half the "
-                         "bytes each decoder step reads; bench/gpu_correctness.py checks tokens)")
-    sv.add_argument("--beam-size", type=int, default=1, metavar="N",
-                    help="beams per window, 1 to 16 (default 1: greedy); each beam takes a "
-                         "decoder slot's memory and reads; torch backend only")
-    sv.add_argument("--deterministic", action="store_true",
-                    help="GPU: repeatable decoder attention kernels, the same tokens for the "
-                         "same input every time (large-v3 fp16 about 30 %% slower)")
+    add_decoding_flags(sv)
     sv.add_argument("--batch-size", type=int, default=None, metavar="N",
                     help="decoder slots (default: sized from the device)")
     sv.add_argument("--vad-threads", type=int, default=None, metavar="N",

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from steno_inference.backends import BACKENDS, DTYPES
+from steno_inference.commands.decoding_flags import add_decoding_flags
 from steno_inference.options import (
     OUTPUT_FORMATS,
     TASKS,
@@ -56,15 +57,7 @@ def register(subparsers: Any) -> None:
                     help=f"comma-separated output formats: {','.join(OUTPUT_FORMATS)}")
     tr.add_argument("--output-dir", type=Path, default=Path("."),
                     help="where <name>.<format> files are written (default: .)")
-    tr.add_argument("--int8-cross-kv", action="store_true",
-                    help="GPU: keep cross-attention keys and values as int8 (about half the "
-                         "bytes each decoder step reads; bench/gpu_correctness.py checks tokens)")
-    tr.add_argument("--beam-size", type=int, default=1, metavar="N",
-                    help="beams per window, 1 to 16 (default 1: greedy); each beam takes a "
-                         "decoder slot's memory and reads; torch backend only")
-    tr.add_argument("--deterministic", action="store_true",
-                    help="GPU: repeatable decoder attention kernels, the same tokens for the "
-                         "same input every time (large-v3 fp16 about 30 %% slower)")
+    add_decoding_flags(tr)
     tr.add_argument("--batch-size", type=_batch_size, default=None, metavar="auto|N",
                     help="decoder batch (windows at once); auto sizes it from the device")
     tr.add_argument("--device", default="auto", help="auto, cpu or cuda:N")

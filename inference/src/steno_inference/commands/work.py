@@ -32,6 +32,7 @@ from types import FrameType
 from typing import Any
 
 from steno_inference.backends import BACKENDS, DTYPES
+from steno_inference.commands.decoding_flags import add_decoding_flags
 
 NAME = "work"
 STOP_GRACE_S = 20.0  # after SIGTERM; Kubernetes' default grace period is 30 s
@@ -57,15 +58,7 @@ def register(subparsers: Any) -> None:
     work.add_argument("--backend", default="auto", choices=BACKENDS,
                       help="torch, onnx (CPU, ONNX Runtime) or auto: torch on GPU, onnx on CPU")
     work.add_argument("--attention", default="auto", choices=("auto", "flash", "sdpa", "eager"))
-    work.add_argument("--int8-cross-kv", action="store_true",
-                      help="GPU: keep cross-attention keys and values as int8 (about half the "
-                           "bytes each decoder step reads; bench/gpu_correctness.py checks tokens)")
-    work.add_argument("--beam-size", type=int, default=1, metavar="N",
-                      help="beams per window, 1 to 16 (default 1: greedy); each beam takes a "
-                           "decoder slot's memory and reads; torch backend only")
-    work.add_argument("--deterministic", action="store_true",
-                      help="GPU: repeatable decoder attention kernels, the same tokens for the "
-                           "same input every time (large-v3 fp16 about 30 %% slower)")
+    add_decoding_flags(work)
     work.add_argument("--batch-size", type=int, default=None, metavar="N",
                       help="decoder slots (default: sized from the device)")
     work.add_argument("--progress-port", type=int, default=None, metavar="PORT",
