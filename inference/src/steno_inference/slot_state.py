@@ -97,10 +97,10 @@ class SlotState:
         if tokens.begin_suppress:
             begin = torch.tensor(tokens.begin_suppress, device=device, dtype=torch.long)
             self._begin_suppress[begin] = True
-        self._language_mask = torch.ones(vocab, dtype=torch.bool, device=device)
+        # Ascending, so a tie goes to the lower id as an argmax over the vocabulary would.
+        self._language_ids: torch.Tensor | None = None
         if tokens.language_ids:
-            lang = torch.tensor(sorted(tokens.language_ids.values()), device=device)
-            self._language_mask[lang] = False  # True = excluded when detecting
+            self._language_ids = torch.tensor(sorted(tokens.language_ids.values()), device=device)
 
     # ------------------------------------------------------------- host side
 
@@ -254,10 +254,15 @@ class SlotState:
     def _observe_start(self, logits: torch.Tensor, at_start: torch.Tensor) -> None:
         """Position 0 sees <|startoftranscript|>: the no-speech probability, and
         the language when it is to be detected."""
+        # Every step computes these for every row (a captured step cannot branch),
+        # so each is one reduction over the logits, not a softmax or masked copy.
         b = logits.shape[0]
-        no_speech = torch.softmax(logits, dim=-1)[:, self.tokens.no_speech]
+        normalizer = torch.logsumexp(logits, dim=-1)
+        no_speech = (logits[:, self.tokens.no_speech] - normalizer).exp()
         self.no_speech_prob[:b] = torch.where(at_start, no_speech, self.no_speech_prob[:b])
-        language = logits.masked_fill(self._language_mask, -math.inf).argmax(dim=-1)
+        if self._language_ids is None:
+            return
+        language = self._language_ids[logits.index_select(1, self._language_ids).argmax(dim=-1)]
         detect = at_start & self.detect_language[:b]
         self.prompt[:b, 1] = torch.where(detect, language, self.prompt[:b, 1])
 
@@ -309,8 +314,10 @@ class SlotState:
         hold_eot = (fixed > 0) & (gen < fixed)
         banned |= hold_eot[:, None] & (vocab == t.eot)
         scores = logits.masked_fill(banned, -math.inf)
-        logprobs = F.log_softmax(scores, dim=-1)
-        ts_logprob = logprobs[:, tb:].logsumexp(dim=-1)
-        text_max = logprobs[:, :tb].max(dim=-1).values
-        force_ts = (ts_logprob > text_max)[:, None] & (vocab < tb)
+        # Timestamps are forced when their total probability beats the likeliest
+        # text token's. Both sides' log-probabilities share log_softmax's
+        # normalizer, so it is left out: two reductions instead of a full pass.
+        ts_mass = scores[:, tb:].logsumexp(dim=-1)
+        text_max = scores[:, :tb].max(dim=-1).values
+        force_ts = (ts_mass > text_max)[:, None] & (vocab < tb)
         return scores.masked_fill(force_ts, -math.inf)
