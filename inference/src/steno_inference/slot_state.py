@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from steno_inference import greedy_choice
 from steno_inference.tokens import WhisperTokens
 
 PROMPT_WIDTH = 3  # <|startoftranscript|>, language, task: the longest prompt
@@ -89,6 +90,8 @@ class SlotState:
         self.finished = torch.zeros(slots, dtype=torch.bool, device=device)
         self.rows = torch.arange(slots, device=device)
 
+        # On a GPU the rules, the choice and its log-probability are one kernel.
+        self._fused_choice = greedy_choice.available(device)
         self._vocab_ids = torch.arange(vocab, device=device)
         self._static_suppress = torch.zeros(vocab, dtype=torch.bool, device=device)
         ids = [t for t in tokens.suppress if t < vocab] + [tokens.no_timestamps]
@@ -230,11 +233,17 @@ class SlotState:
         active = self.active[:b]
         position = self.position[:b]
         generating = active & (position + 1 >= self.prompt_len[:b])
-        self._observe_start(logits, active & (position == 0))
-
-        scores = self._rules(logits, b)
-        best = scores.argmax(dim=-1)
-        logprob = F.log_softmax(scores, dim=-1).gather(1, best[:, None])[:, 0]
+        at_start = active & (position == 0)
+        if self._fused_choice:
+            best, logprob, normalizer = greedy_choice.choose(
+                logits, self._row_state(b), self._static_suppress, self._begin_suppress,
+                self.tokens)
+            self._observe_start(logits, at_start, normalizer)
+        else:
+            self._observe_start(logits, at_start)
+            scores = self._rules(logits, b)
+            best = scores.argmax(dim=-1)
+            logprob = F.log_softmax(scores, dim=-1).gather(1, best[:, None])[:, 0]
 
         is_eot = best == t.eot
         self.sum_logprob[:b] += torch.where(generating & ~is_eot, logprob.double(), 0.0)
@@ -251,13 +260,21 @@ class SlotState:
         self.finished[:b] |= ended
         return None
 
-    def _observe_start(self, logits: torch.Tensor, at_start: torch.Tensor) -> None:
+    def _row_state(self, b: int) -> greedy_choice.RowState:
+        return greedy_choice.RowState(self.gen_count[:b], self.last_token[:b],
+                                      self.prev_token[:b], self.last_stamp[:b],
+                                      self.fixed_new_tokens[:b])
+
+    def _observe_start(self, logits: torch.Tensor, at_start: torch.Tensor,
+                       normalizer: torch.Tensor | None = None) -> None:
         """Position 0 sees <|startoftranscript|>: the no-speech probability, and
-        the language when it is to be detected."""
+        the language when it is to be detected. ``normalizer``: the logits'
+        log-sum-exp per row, when already known."""
         # Every step computes these for every row (a captured step cannot branch),
         # so each is one reduction over the logits, not a softmax or masked copy.
         b = logits.shape[0]
-        normalizer = torch.logsumexp(logits, dim=-1)
+        if normalizer is None:
+            normalizer = torch.logsumexp(logits, dim=-1)
         no_speech = (logits[:, self.tokens.no_speech] - normalizer).exp()
         self.no_speech_prob[:b] = torch.where(at_start, no_speech, self.no_speech_prob[:b])
         if self._language_ids is None:
