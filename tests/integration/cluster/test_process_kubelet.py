@@ -402,7 +402,9 @@ def test_init_container_output_reaches_the_main_container(
     )
     kube_api.create(f"/api/v1/namespaces/{namespace}/pods", pod)
     finished = _wait_phase(kube_api, namespace, "staged", {"Succeeded", "Failed"})
-    assert finished["status"]["phase"] == "Succeeded", process_kubelet.logs(namespace, "staged")
+    # Both containers' states and the pod's reason say which step failed.
+    assert finished["status"]["phase"] == "Succeeded", (
+        json.dumps(finished["status"], indent=1), process_kubelet.logs(namespace, "staged"))
     init = finished["status"]["initContainerStatuses"][0]
     assert init["state"]["terminated"]["exitCode"] == 0
 
