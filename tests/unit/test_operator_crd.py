@@ -111,6 +111,8 @@ def test_enums_defaults_and_bounds_match_the_model(spec_schema: dict[str, Any]) 
     assert (beam["type"], beam["minimum"], beam["maximum"]) == (
         "integer", s.MIN_BEAM_SIZE, s.MAX_BEAM_SIZE)
     assert "default" not in beam and s.DEFAULT_BEAM_SIZE == 1
+    assert spec_schema["deterministic"]["type"] == "boolean"
+    assert "default" not in spec_schema["deterministic"]
     assert sorted(spec_schema) == sorted(s._SPEC_FIELDS)
 
 

@@ -143,6 +143,18 @@ def test_beam_size_reaches_the_worker_command() -> None:
         _job(settings, beamSize=17)
 
 
+def test_deterministic_reaches_the_worker_command() -> None:
+    settings = OperatorSettings(worker=WorkerPodSettings(extra_args=("--dtype", "bf16")))
+    (plain,) = _pod(_job(settings))["containers"]
+    assert m.DETERMINISTIC_FLAG not in plain["args"]
+    assert _pod(_job(settings, deterministic=False))["containers"][0]["args"] == plain["args"]
+    (repeatable,) = _pod(_job(settings, deterministic=True, beamSize=2))["containers"]
+    # After the other engine flags, before the settings' extra arguments.
+    assert repeatable["args"][-5:] == ["--beam-size", "2", "--deterministic", "--dtype", "bf16"]
+    args = steno_parser().parse_args([*repeatable["command"][1:], *repeatable["args"]])
+    assert args.command == "work" and args.deterministic is True and args.beam_size == 2
+
+
 def test_pods_meet_the_restricted_pod_security_standard() -> None:
     pod = _pod(_job())
     (container,) = pod["containers"]

@@ -25,6 +25,7 @@ def test_defaults() -> None:
     assert parsed.output.formats == ("json",) and parsed.parallelism == 1
     assert parsed.gpus_per_pod == 1 and not parsed.suspend and not parsed.diarization.enabled
     assert parsed.int8_cross_kv is False and parsed.beam_size == 1
+    assert parsed.deterministic is False
     assert parsed.input.suffixes == s.DEFAULT_SUFFIXES
     assert parsed.placement == s.PlacementSpec() and parsed.deadline_seconds is None
 
@@ -62,6 +63,7 @@ def test_an_empty_suffix_list_means_every_object() -> None:
     ({"gpusPerPod": 17}, "gpusPerPod"),
     ({"int8CrossKV": "true"}, "int8CrossKV"),
     ({"int8CrossKV": 1}, "int8CrossKV"),
+    ({"deterministic": "yes"}, "deterministic"),
     ({"beamSize": 0}, "beamSize"),
     ({"beamSize": 17}, "beamSize"),
     ({"beamSize": "x"}, "beamSize"),
@@ -98,6 +100,7 @@ def test_fingerprint_ignores_suspend_only() -> None:
     assert s.spec_fingerprint(raw) != s.spec_fingerprint({**raw, "model": "small"})
     assert s.spec_fingerprint(raw) != s.spec_fingerprint({**raw, "int8CrossKV": True})
     assert s.spec_fingerprint(raw) != s.spec_fingerprint({**raw, "beamSize": 4})
+    assert s.spec_fingerprint(raw) != s.spec_fingerprint({**raw, "deterministic": True})
 
 
 @pytest.mark.parametrize("fields", [
@@ -107,19 +110,26 @@ def test_fingerprint_ignores_suspend_only() -> None:
      "timestamps": "word", "diarization": {"enabled": True, "minSpeakers": 2, "maxSpeakers": 5}, "parallelism": 7},
     {"int8CrossKV": True},  # an engine flag of the pods: not in the plan's spec
     {"beamSize": 4},  # likewise
+    {"deterministic": True},  # likewise
 ])
 def test_the_worker_accepts_what_the_operator_accepts(fields: dict[str, Any]) -> None:
     parsed = s.parse_spec(_spec(**fields))
     document = worker_spec(parsed, "uid-1")
     # The worker parses it and prints it back unchanged: the plan's bytes are stable.
     assert worker_parse_spec(document).to_dict() == document
-    assert "int8CrossKV" not in document and "beamSize" not in document
+    assert not {"int8CrossKV", "beamSize", "deterministic"} & set(document)
 
 
 def test_int8_cross_kv_leaves_the_plan_unchanged() -> None:
     plain, int8 = s.parse_spec(_spec()), s.parse_spec(_spec(int8CrossKV=True))
     assert int8.int8_cross_kv is True
     assert worker_spec(int8, "uid-1") == worker_spec(plain, "uid-1")
+
+
+def test_deterministic_is_kept_and_leaves_the_plan_unchanged() -> None:
+    plain, repeatable = s.parse_spec(_spec()), s.parse_spec(_spec(deterministic=True))
+    assert repeatable.deterministic is True
+    assert worker_spec(repeatable, "uid-1") == worker_spec(plain, "uid-1")
 
 
 @pytest.mark.parametrize("value", [0, 17, "x"])

@@ -85,6 +85,9 @@ INT8_CROSS_KV_FLAG = "--int8-cross-kv"
 # default). Beam search runs on the torch backend only: a worker told to use onnx
 # (worker.extraArgs) refuses it with exit code 2, a failed job as above.
 BEAM_SIZE_FLAG = "--beam-size"
+# steno work's flag for spec.deterministic: repeatable decoder attention kernels on
+# a GPU (slower); a CPU worker's kernels are repeatable already and ignore it.
+DETERMINISTIC_FLAG = "--deterministic"
 
 # --- names -------------------------------------------------------------------
 
@@ -226,6 +229,8 @@ def worker_args(plan: PlanRef, settings: OperatorSettings, spec: TranscriptionJo
     engine_flags = [INT8_CROSS_KV_FLAG] if spec.int8_cross_kv else []
     if spec.beam_size > 1:
         engine_flags += [BEAM_SIZE_FLAG, str(spec.beam_size)]
+    if spec.deterministic:
+        engine_flags.append(DETERMINISTIC_FLAG)
     return [
         "--plan", plan.uri,
         "--progress-host", f"$({POD_IP_ENV})",

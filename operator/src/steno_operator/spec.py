@@ -116,8 +116,8 @@ _DNS_SUBDOMAIN = re.compile(DNS_SUBDOMAIN_PATTERN)
 # prunes unknown fields, so one here means the CRD is not ours).
 _SPEC_FIELDS = frozenset(
     {"input", "output", "model", "task", "language", "timestamps", "diarization",
-     "parallelism", "gpusPerPod", "int8CrossKV", "beamSize", "placement", "deadlineSeconds",
-     "storageSecretRef", "suspend"}
+     "parallelism", "gpusPerPod", "int8CrossKV", "beamSize", "deterministic", "placement",
+     "deadlineSeconds", "storageSecretRef", "suspend"}
 )
 # Fields that may change after the job started: everything else is fixed by the plan.
 MUTABLE_FIELDS = frozenset({"suspend"})
@@ -203,6 +203,8 @@ class TranscriptionJobSpec:
     int8_cross_kv: bool = False
     # Beams per window (``steno work --beam-size N``; 1: greedy), an engine setting too.
     beam_size: int = DEFAULT_BEAM_SIZE
+    # Repeatable GPU decoder kernels (``steno work --deterministic``), an engine setting too.
+    deterministic: bool = False
     placement: PlacementSpec = PlacementSpec()
     deadline_seconds: int | None = None  # the Job's activeDeadlineSeconds
     storage_secret_name: str | None = None  # None: the pods' own identity (boto3's chain)
@@ -211,9 +213,10 @@ class TranscriptionJobSpec:
     def worker_spec(self, job_id: str) -> dict[str, Any]:
         """The JSON the job worker reads (``steno_inference.jobs.spec``): CRD field names.
 
-        ``int8CrossKV`` and ``beamSize`` are left out: the worker's parser refuses
-        unknown fields, and the pods get them as flags (``manifests.worker_args``), so
-        the plan, and with it every stored plan's bytes, does not depend on them.
+        ``int8CrossKV``, ``beamSize`` and ``deterministic`` are left out: the worker's
+        parser refuses unknown fields, and the pods get them as flags
+        (``manifests.worker_args``), so the plan, and with it every stored plan's bytes,
+        does not depend on them.
         """
         source: dict[str, Any]
         if self.input.prefix is not None:
@@ -275,6 +278,7 @@ def parse_spec(raw: Mapping[str, Any]) -> TranscriptionJobSpec:
         int8_cross_kv=_boolean(spec.get("int8CrossKV", False), "int8CrossKV"),
         beam_size=_integer(spec.get("beamSize", DEFAULT_BEAM_SIZE), "beamSize",
                            MIN_BEAM_SIZE, MAX_BEAM_SIZE),
+        deterministic=_boolean(spec.get("deterministic", False), "deterministic"),
         placement=_placement(spec.get("placement", {})),
         deadline_seconds=(
             None

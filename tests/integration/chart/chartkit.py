@@ -131,6 +131,8 @@ MATRIX: dict[str, dict[str, Any]] = {
     "pool-int8-vad-threads": merge(POOL, {"serving": {"int8CrossKV": True, "vadThreads": 4}}),
     # Beam search (torch backend), rendered as steno serve's --beam-size.
     "pool-beam-search": merge(POOL, {"serving": {"beamSize": 4}}),
+    # Repeatable GPU decoding, rendered as steno serve's --deterministic.
+    "pool-deterministic": merge(POOL, {"serving": {"deterministic": True}}),
     "network-policies-off": merge(POOL, {"networkPolicy": {"enabled": False}}),
     "network-policies-narrow": merge(POOL, {"networkPolicy": {
         "apiServer": {"to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}], "ports": [443]},

@@ -152,6 +152,7 @@ def test_commands_parse_with_the_programs_own_parsers(
         assert parsed.int8_cross_kv is serving["int8CrossKV"]
         assert parsed.vad_threads == (serving["vadThreads"] or None)  # 0: the server's default
         assert parsed.beam_size == serving["beamSize"]
+        assert parsed.deterministic is serving["deterministic"]
     for pod in by_kind(objects, "Pod"):  # the helm test pod
         for container in containers(pod["spec"]):
             parsed = steno_parser().parse_args([*container["command"][1:], *container["args"]])
@@ -520,3 +521,19 @@ def test_the_crd_comes_only_from_crds_dir() -> None:
     with_crds = helm("template", "steno", str(CHART_DIR), "--include-crds").stdout
     crd_docs = [d for d in yaml.safe_load_all(with_crds) if d and d["kind"] == "CustomResourceDefinition"]
     assert [d["metadata"]["name"] for d in crd_docs] == ["transcriptionjobs.steno.dev"]
+
+
+def test_deterministic_renders_only_when_on() -> None:
+    def server_args(values: dict[str, Any]) -> list[str]:
+        args: list[str] = pod_spec(one(render(values), "Deployment", "-serving"))["containers"][0]["args"]
+        return args
+
+    assert "--deterministic" in server_args(MATRIX["pool-deterministic"])
+    assert "--deterministic" not in server_args(POOL)
+
+    # A job's spec.deterministic reaches the worker pods as a flag steno work's parser takes.
+    settings = _operator_settings(render({}))
+    worker = pod_spec(_worker_job(settings, deterministic=True))["containers"][0]
+    parsed = steno_parser().parse_args([*worker["command"][1:], *worker["args"]])
+    assert parsed.command == "work" and parsed.deterministic is True
+    assert "--deterministic" not in pod_spec(_worker_job(settings))["containers"][0]["args"]

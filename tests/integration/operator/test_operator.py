@@ -182,6 +182,7 @@ def test_the_api_server_rejects_bad_specs(kube_api: KubeApi, namespace: str) -> 
         "no beams": {**good, "beamSize": 0},
         "too many beams": {**good, "beamSize": 17},
         "beamSize not an integer": {**good, "beamSize": "x"},
+        "deterministic not a boolean": {**good, "deterministic": "yes"},
     }
     for what, spec in bad_specs.items():
         with pytest.raises(ApiError) as refused:
@@ -211,8 +212,18 @@ def test_the_api_server_rejects_bad_specs(kube_api: KubeApi, namespace: str) -> 
     with pytest.raises(ApiError) as refused:
         kube_api.patch(tj_path(namespace, "good"), {"spec": {"beamSize": 4}})
     assert refused.value.status == 422
+    repeatable = kube_api.create(tj_path(namespace),
+                                 transcription_job("repeatable", {**good, "deterministic": True}))
+    assert repeatable["spec"]["deterministic"] is True
+    for change in ({"deterministic": False}, {"deterministic": None}):  # changed, or removed
+        with pytest.raises(ApiError) as refused:
+            kube_api.patch(tj_path(namespace, "repeatable"), {"spec": change})
+        assert refused.value.status == 422, change
+    with pytest.raises(ApiError) as refused:
+        kube_api.patch(tj_path(namespace, "good"), {"spec": {"deterministic": True}})
+    assert refused.value.status == 422
     # No schema default: a job that leaves them out keeps a spec without them.
-    assert "int8CrossKV" not in created["spec"] and "beamSize" not in created["spec"]
+    assert not {"int8CrossKV", "beamSize", "deterministic"} & set(created["spec"])
     kube_api.patch(tj_path(namespace, "good"), {"spec": {"suspend": True}})
 
 
