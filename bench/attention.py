@@ -27,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference" / "src"))
 
 from steno_inference.benchmarking.machine import describe
+from steno_inference.benchmarking.report import write_report
 from steno_inference.benchmarking.shapes import SHAPES, model_tokens, random_model
 from steno_inference.runner import DecodeRequest, WhisperRunner
 
@@ -119,13 +120,10 @@ def main() -> int:
                 gc.collect()
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
-                if args.out:
-                    args.out.parent.mkdir(parents=True, exist_ok=True)
-                    args.out.write_text(json.dumps(report, indent=2) + "\n")
+                write_report(args.out, report)
     report["table"] = table(report["cells"], columns)
     print(report["table"])
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     return 0
 
 

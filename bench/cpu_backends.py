@@ -21,7 +21,6 @@ with it; run it when ``uptime`` shows the machine quietest.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from steno_inference.audio import decode_audio
+from steno_inference.benchmarking.report import write_report
 from steno_inference.engine import Engine, EngineConfig
 from steno_inference.options import TranscribeOptions
 
@@ -147,9 +147,7 @@ def main() -> None:
                           f"and cards utterances, {PAUSE_S:.0f} s pauses, repeated"},
         "rows": rows,
     }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_report(args.out, result)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ run divided by the audio's duration. Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -18,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+from steno_inference.benchmarking.report import write_report
 from steno_inference.engine import Engine, EngineConfig
 from steno_inference.options import TranscribeOptions
 
@@ -61,9 +61,7 @@ def main() -> None:
     }
     print(f"{'model':10} {'device':6} {'audio s':>8} {'wall s':>8} {'RTF':>7}")
     print(f"{args.model:10} {row['device']:6} {duration_s:8.1f} {wall:8.2f} {row['rtf']:7.3f}")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(row, indent=2) + "\n")
+    write_report(args.out, row)
 
 
 if __name__ == "__main__":

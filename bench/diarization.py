@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import platform
 import resource
 import shutil
@@ -39,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "inference" / "src"))
 sys.path.insert(0, str(REPO / "tests"))
 
+from steno_inference.benchmarking.report import write_report  # noqa: E402
 from steno_inference.diarization import (  # noqa: E402
     DiarizationOptions,
     Diarizer,
@@ -266,8 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        write_report(args.out, result)
         print(f"wrote {args.out}")
     return 0
 

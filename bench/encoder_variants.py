@@ -33,7 +33,6 @@ against the engine's: the same arithmetic in a different order.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable, Collection
@@ -52,6 +51,7 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 from gpu_correctness import agreement, load_packed_model  # noqa: E402
 from steno_inference.benchmarking.machine import describe  # noqa: E402
+from steno_inference.benchmarking.report import write_report  # noqa: E402
 from steno_inference.benchmarking.shapes import SHAPES, random_model  # noqa: E402
 from steno_inference.encoder_pass import EncoderPass  # noqa: E402
 from steno_inference.features import LogMel  # noqa: E402
@@ -319,9 +319,7 @@ def main() -> int:
     report["speed"] = speed(device)
     report["table"] = table(report)
     print(report["table"])
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     return 0
 
 

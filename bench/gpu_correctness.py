@@ -51,6 +51,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "inference" / "src"))
 sys.path.insert(0, str(REPO / "tests"))
 
+from steno_inference.benchmarking.report import write_report  # noqa: E402
+
 QUANTIZE_MIN_ELEMENTS = 65_536  # smaller tensors (norms, biases) stay fp16
 INT8_MAX = 127
 GROUP = 32  # inputs sharing one scale: 1/16 byte of scale per weight
@@ -341,9 +343,7 @@ def check(source: Path, out: Path | None) -> int:
         "seconds": round(elapsed, 2),
     }
     print(json.dumps(report, indent=2))
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(out, report)
     ok = (report["agreement_vs_cpu_fp32_restored"] >= 0.99
           and report["beam_text_agreement_vs_cpu_fp32_restored"] >= 0.99
           and report["beam_continuous_equals_one_at_a_time_fixed_batch"]

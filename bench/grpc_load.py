@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
 import os
 import platform
@@ -51,6 +50,7 @@ import numpy as np
 from steno_api.v1 import transcription_pb2 as pb
 from steno_api.v1 import transcription_pb2_grpc as pb_grpc
 from steno_inference.audio import decode_audio
+from steno_inference.benchmarking.report import write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "sense-and-sensibility.flac"
@@ -392,8 +392,7 @@ def main() -> None:
         result["server_exit_after_sigterm"] = exit_record
         print(f"server after SIGTERM: {exit_record}")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        write_report(args.out, result)
         print(f"wrote {args.out}")
 
 

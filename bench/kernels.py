@@ -18,7 +18,6 @@ close it gets to the card's copy bandwidth or matrix rate.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from collections.abc import Callable
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference" / "src"
 
 from steno_inference import int8_cross_attention
 from steno_inference.benchmarking.machine import describe
+from steno_inference.benchmarking.report import write_report
 
 HEADS, HEAD_DIM, POSITIONS, WIDTH, N_CTX = 20, 64, 1500, 1280, 448
 DECODE_BATCH = 300
@@ -191,9 +191,7 @@ def main() -> int:
         print(f"\n{section}")
         for row in rows:
             print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     return 0
 
 

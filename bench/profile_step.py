@@ -22,6 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference" / "src"))
 
+from steno_inference.benchmarking.report import write_report
 from steno_inference.benchmarking.shapes import SHAPES, model_tokens, random_model
 from steno_inference.decoder_pass import N_AUDIO_CTX
 from steno_inference.runner import WhisperRunner
@@ -137,9 +138,7 @@ def main() -> int:
     print(json.dumps({"steps": report["steps"], "step_kernels": report["step_kernels"][:12],
                       "encoder": {**report["encoder"],
                                   "kernels": report["encoder"]["kernels"][:10]}}, indent=0))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     return 0
 
 

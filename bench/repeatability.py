@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from gpu_correctness import load_packed_model  # noqa: E402
 from steno_inference.benchmarking.machine import describe  # noqa: E402
+from steno_inference.benchmarking.report import write_report  # noqa: E402
 from steno_inference.features import LogMel  # noqa: E402
 from steno_inference.runner import DecodeRequest, WhisperRunner  # noqa: E402
 from steno_inference.tokens import WhisperTokens  # noqa: E402
@@ -74,9 +74,7 @@ def main() -> int:
         print(f"{name:16} windows not repeatable: {len(unstable):2d} of {len(windows)} "
               f"{unstable}", flush=True)
     report["modes"] = modes
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     return 0
 
 

@@ -12,7 +12,6 @@ much voice activity leaves the rest of the process (the GIL and the cores).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import threading
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from steno_inference.audio import SAMPLE_RATE, decode_audio
+from steno_inference.benchmarking.report import write_report
 from steno_inference.silero_net import FRAME_SAMPLES
 from steno_inference.vad import SpeechDetector, silero_model_path
 
@@ -128,8 +128,7 @@ def main() -> None:
               "max_abs_probability_difference": max_diff, "rows": rows}
     print(f"largest probability difference, blocks vs frame by frame: {max_diff:.2e}")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        write_report(args.out, result)
         print(f"wrote {args.out}")
 
 

@@ -20,7 +20,6 @@ does them once at start-up.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -33,6 +32,7 @@ import torch
 from steno_inference import int8_cross_attention
 from steno_inference.batching import GIB, apply_memory_cap, plan_batch
 from steno_inference.benchmarking import machine
+from steno_inference.benchmarking.report import write_report
 from steno_inference.benchmarking.shapes import SHAPES, model_tokens, random_model
 from steno_inference.decoder_pass import N_AUDIO_CTX
 from steno_inference.features import N_SAMPLES, SAMPLE_RATE, LogMel
@@ -102,7 +102,7 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> dict[str, Any
         rows.append(row)
         report["rows"].append(_row_json(row))
         log(_format_row(row))
-        _write(settings.out, report)
+        write_report(settings.out, report)
 
     audio = synthetic_pcm(settings.minutes)
     # Every steno run first, the slow recipe runs last: a run cut short by a
@@ -119,7 +119,7 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> dict[str, Any
             del model
             _release(device)
     report["table"] = format_table(rows)
-    _write(settings.out, report)
+    write_report(settings.out, report)
     return report
 
 
@@ -431,13 +431,6 @@ def _release(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def _write(path: Path | None, report: dict[str, Any]) -> None:
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def _jsonable(value: Any) -> Any:
