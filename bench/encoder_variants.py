@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 from gpu_correctness import agreement, load_packed_model  # noqa: E402
+from steno_inference.add_norm import add_and_normalize, add_layer_norm  # noqa: E402
 from steno_inference.benchmarking.machine import describe  # noqa: E402
 from steno_inference.benchmarking.report import write_report  # noqa: E402
 from steno_inference.benchmarking.shapes import SHAPES, random_model  # noqa: E402
@@ -75,51 +76,40 @@ PLAIN, GELU, NORM, ADD_NORM = 0, 1, 2, 3
 
 @triton.jit
 def _rows_kernel(x_ptr, add_ptr, weight_ptr, bias_ptr, out_ptr, scale_ptr, n_cols, eps,
-                 PRE: tl.constexpr, FP8_OUT: tl.constexpr, BLOCK: tl.constexpr):
+                 PRE: tl.constexpr, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < n_cols
     offsets = row * n_cols + cols
-    x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
-    if PRE == 3:
-        # The residual stream, rounded to fp16 as an fp16 add would round it.
-        total = (x + tl.load(add_ptr + offsets, mask=mask, other=0.0).to(tl.float32))
-        total16 = total.to(tl.float16)
-        tl.store(x_ptr + offsets, total16, mask=mask)
-        x = total16.to(tl.float32)
     if PRE >= 2:
-        mean = tl.sum(x, axis=0) / n_cols
-        centred = tl.where(mask, x - mean, 0.0)
-        variance = tl.sum(centred * centred, axis=0) / n_cols
-        weight = tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-        bias = tl.load(bias_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-        x = centred * tl.rsqrt(variance + eps) * weight + bias
-    if PRE == 1:
-        x = 0.5 * x * (1.0 + tl.erf(x * 0.7071067811865476))
-    if FP8_OUT:
-        amax = tl.maximum(tl.max(tl.where(mask, tl.abs(x), 0.0), axis=0), 1e-12)
-        q = tl.clamp(x * (448.0 / amax), -448.0, 448.0)
-        tl.store(out_ptr + offsets, q.to(out_ptr.dtype.element_ty), mask=mask)
-        tl.store(scale_ptr + row, amax / 448.0)
+        # The engine's fused residual add and norm (add_norm), then fp8 rows.
+        x = add_and_normalize(x_ptr, add_ptr, weight_ptr, bias_ptr, offsets, cols, mask,
+                              n_cols, eps, PRE == 3)
     else:
-        tl.store(out_ptr + offsets, x.to(out_ptr.dtype.element_ty), mask=mask)
+        x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        if PRE == 1:
+            x = 0.5 * x * (1.0 + tl.erf(x * 0.7071067811865476))
+    amax = tl.maximum(tl.max(tl.where(mask, tl.abs(x), 0.0), axis=0), 1e-12)
+    q = tl.clamp(x * (448.0 / amax), -448.0, 448.0)
+    tl.store(out_ptr + offsets, q.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(scale_ptr + row, amax / 448.0)
 
 
-def rows(x: torch.Tensor, pre: int, fp8: bool, add: torch.Tensor | None = None,
-         norm: torch.nn.LayerNorm | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``pre`` applied to each row of 2-D ``x``: fp8 rows (padded to 16) and scales, or fp16."""
+def rows(x: torch.Tensor, pre: int, add: torch.Tensor | None = None,
+         norm: torch.nn.LayerNorm | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pre`` applied to each row of 2-D ``x``: fp8 rows (padded to 16) and their scales."""
     n_rows, cols = x.shape
-    padded = -(-n_rows // ROW_MULTIPLE) * ROW_MULTIPLE if fp8 else n_rows
-    out = torch.empty((padded, cols), dtype=FP8 if fp8 else torch.float16, device=x.device)
-    scale = torch.ones((padded, 1), dtype=torch.float32, device=x.device) if fp8 else None
+    padded = -(-n_rows // ROW_MULTIPLE) * ROW_MULTIPLE
+    out = torch.empty((padded, cols), dtype=FP8, device=x.device)
+    scale = torch.ones((padded, 1), dtype=torch.float32, device=x.device)
     if padded > n_rows:
         out[n_rows:].zero_()
     block = triton.next_power_of_2(cols)
     _rows_kernel[(n_rows,)](
         x, add if add is not None else x, norm.weight if norm is not None else x,
-        norm.bias if norm is not None else x, out, scale if scale is not None else x,
+        norm.bias if norm is not None else x, out, scale,
         cols, float(norm.eps) if norm is not None else 0.0,
-        PRE=pre, FP8_OUT=fp8, BLOCK=block, num_warps=4,
+        PRE=pre, BLOCK=block, num_warps=4,
     )
     return out, scale
 
@@ -168,15 +158,14 @@ class VariantEncoderPass(EncoderPass):
                  norm: torch.nn.LayerNorm | None = None) -> torch.Tensor:
         """Product ``name`` of ``pre(source)``: fp8 when chosen, else ``fp16`` of the fp16 rows."""
         if name in self._fp8[index]:
-            q, scale = rows(source, pre, True, add=add, norm=norm)
+            q, scale = rows(source, pre, add=add, norm=norm)
             weight, weight_scale, bias = self._fp8[index][name]
             out: torch.Tensor = torch._scaled_mm(q, weight.t(), scale_a=scale,
                                                  scale_b=weight_scale, bias=bias,
                                                  out_dtype=torch.float16)
             return out[: source.shape[0]]
-        if pre >= NORM and self.fused_norm:
-            h, _ = rows(source, pre, False, add=add, norm=norm)
-            return fp16(h)
+        if pre >= NORM and self.fused_norm and norm is not None:
+            return fp16(add_layer_norm(source, add, norm))
         if add is not None:
             source += add
         if norm is not None:

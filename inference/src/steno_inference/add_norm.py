@@ -53,14 +53,12 @@ def add_layer_norm(residual: torch.Tensor, addend: torch.Tensor | None,
 if triton is not None:
 
     @triton.jit  # type: ignore[untyped-decorator,unused-ignore]
-    def _add_norm_kernel(  # type: ignore[no-untyped-def,unused-ignore] # noqa: ANN202
-        residual_ptr, addend_ptr, weight_ptr, bias_ptr, out_ptr, width, eps,
-        HAS_ADDEND: tl.constexpr, BLOCK: tl.constexpr,
+    def add_and_normalize(  # type: ignore[no-untyped-def,unused-ignore] # noqa: ANN201
+        residual_ptr, addend_ptr, weight_ptr, bias_ptr, offsets, cols, mask, width, eps,
+        HAS_ADDEND: tl.constexpr,
     ):
-        row = tl.program_id(0).to(tl.int64)
-        cols = tl.arange(0, BLOCK)
-        mask = cols < width
-        offsets = row * width + cols
+        """One row of the stream, with the addend added and stored (HAS_ADDEND), layer-normed
+        in float32. For kernels that go on with the normalized row (a bench's fp8 rows)."""
         x = tl.load(residual_ptr + offsets, mask=mask, other=0.0)
         if HAS_ADDEND:
             x = (x.to(tl.float32)
@@ -73,5 +71,17 @@ if triton is not None:
         variance = tl.sum(centred * centred, axis=0) / width
         weight = tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
         bias = tl.load(bias_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-        y = centred * tl.rsqrt(variance + eps) * weight + bias
+        return centred * tl.rsqrt(variance + eps) * weight + bias
+
+    @triton.jit  # type: ignore[untyped-decorator,unused-ignore]
+    def _add_norm_kernel(  # type: ignore[no-untyped-def,unused-ignore] # noqa: ANN202
+        residual_ptr, addend_ptr, weight_ptr, bias_ptr, out_ptr, width, eps,
+        HAS_ADDEND: tl.constexpr, BLOCK: tl.constexpr,
+    ):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        mask = cols < width
+        offsets = row * width + cols
+        y = add_and_normalize(residual_ptr, addend_ptr, weight_ptr, bias_ptr, offsets, cols,
+                              mask, width, eps, HAS_ADDEND)
         tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
